@@ -1,0 +1,162 @@
+"""Benchmark: serving latency of the exported towers against bare Keras, and top-k over a gallery.
+
+    python bench/serve.py [--run runs/demo] [--repeats 200] [--gallery 1000000]
+
+Without --run the towers are the demo's architecture with random weights (latency does
+not depend on the weights). For each case: p50/p99 milliseconds of the reloaded
+SavedModel signature and of the same Keras towers called directly (eagerly, and inside a
+tf.function, the fairer graph-to-graph comparison). Then brute-force top-10 over a gallery
+of unit vectors: the retrieval graph (matmul + tf.math.top_k) and NumPy
+(matmul + argpartition). Prints a table and writes bench/results/serve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+from results_file import write_results
+
+from train.demo import demo_config
+from vse_tf.model import build_dual_encoder
+from vse_tf.retrieval import top_k
+from vse_tf.serving import export_towers
+from vse_tf.text import SentenceTokenizer
+from vse_tf.training import restore_run
+
+SENTENCE = "there is a big blue star to the right of a little red circle"
+
+
+def latency_ms(call, repeats: int) -> dict[str, float]:
+    """p50/p99 of ``call()`` in milliseconds, after three warm-up calls."""
+    for _ in range(3):
+        call()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000.0)
+    return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+
+
+def towers(run_dir: str | None):
+    if run_dir:
+        run = restore_run(run_dir)
+        return run.config, run.tokenizer, run.model
+    from vse_tf.text import build_vocabulary
+
+    config = demo_config("unused", "unused", epochs=1)
+    vocabulary = build_vocabulary([SENTENCE, "a small red circle left of a big blue star above below"])
+    return config, SentenceTokenizer(vocabulary, config.text.max_length), build_dual_encoder(config, vocabulary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", help="a trained run directory (default: demo architecture, random weights)")
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--gallery", type=int, default=1_000_000)
+    args = parser.parse_args(argv)
+    config, tokenizer, model = towers(args.run)
+    size = config.image.image_size
+    rows = []
+    with tempfile.TemporaryDirectory() as models_dir:
+        paths = export_towers(model.image_encoder, model.text_encoder, tokenizer, config, models_dir)
+        text = tf.saved_model.load(str(paths["text_encoder"])).signatures["serving_default"]
+        image = tf.saved_model.load(str(paths["image_encoder"]))
+        keras_text = tf.function(lambda s: model.text_encoder(tokenizer(s), training=False))
+        keras_image = tf.function(lambda p: model.image_encoder(p, training=False))
+        for batch in (1, 64):
+            sentences = tf.constant([SENTENCE] * batch)
+            rows.append(
+                (
+                    "text",
+                    batch,
+                    "SavedModel serving_default",
+                    latency_ms(lambda s=sentences: text(sentences=s), args.repeats),
+                )
+            )
+            rows.append(
+                ("text", batch, "Keras tf.function", latency_ms(lambda s=sentences: keras_text(s), args.repeats))
+            )
+            rows.append(
+                (
+                    "text",
+                    batch,
+                    "Keras eager call",
+                    latency_ms(lambda s=sentences: model.text_encoder(tokenizer(s)), args.repeats),
+                )
+            )
+        rng = np.random.default_rng(0)
+        for batch in (1, 16):
+            pixels = tf.constant(rng.integers(0, 255, (batch, size, size, 3)).astype(np.float32))
+            encoded = tf.constant([tf.io.encode_jpeg(tf.cast(p, tf.uint8)).numpy() for p in pixels])
+            pixel_signature = image.signatures["pixels"]
+            byte_signature = image.signatures["serving_default"]
+            rows.append(
+                (
+                    "image",
+                    batch,
+                    "SavedModel pixels",
+                    latency_ms(lambda f=pixel_signature, p=pixels: f(pixels=p), args.repeats),
+                )
+            )
+            rows.append(
+                (
+                    "image",
+                    batch,
+                    "SavedModel JPEG bytes",
+                    latency_ms(lambda f=byte_signature, e=encoded: f(images=e), args.repeats),
+                )
+            )
+            rows.append(
+                ("image", batch, "Keras tf.function", latency_ms(lambda p=pixels: keras_image(p), args.repeats))
+            )
+            rows.append(
+                ("image", batch, "Keras eager call", latency_ms(lambda p=pixels: model.image_encoder(p), args.repeats))
+            )
+
+    dim = config.embed_dim
+    gallery = rng.standard_normal((args.gallery, dim), dtype=np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    query = gallery[:1] + 0.01
+    variable = tf.Variable(gallery)
+    graph_top_k = tf.function(lambda q: tf.math.top_k(tf.matmul(q, variable, transpose_b=True), k=10))
+    repeats = max(5, args.repeats // 10)
+    rows.append(
+        (
+            "top-10",
+            args.gallery,
+            f"TF matmul + top_k (d={dim})",
+            latency_ms(lambda: graph_top_k(tf.constant(query)), repeats),
+        )
+    )
+    rows.append(
+        (
+            "top-10",
+            args.gallery,
+            f"NumPy matmul + argpartition (d={dim})",
+            latency_ms(lambda: top_k(query, gallery, 10), repeats),
+        )
+    )
+
+    print(f"{'tower':<7} {'batch':>8}  {'path':<40} {'p50 ms':>8} {'p99 ms':>8}")
+    for tower, batch, path, timing in rows:
+        print(f"{tower:<7} {batch:>8}  {path:<40} {timing['p50_ms']:8.2f} {timing['p99_ms']:8.2f}")
+    results = write_results(
+        "serve",
+        {
+            "tensorflow": tf.__version__,
+            "run": args.run or "demo architecture, random weights",
+            "rows": [{"tower": t, "batch": b, "path": p, **timing} for t, b, p, timing in rows],
+        },
+    )
+    print(f"results: {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

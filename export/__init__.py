@@ -1,0 +1,1 @@
+"""Thin SavedModel export entry points over vse_tf.serving."""

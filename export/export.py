@@ -1,0 +1,33 @@
+"""Export a trained run's two towers as SavedModels for TF Serving.
+
+    python -m export.export --run runs/demo --out runs/demo/models [--version 1]
+
+Writes OUT/image_encoder/VERSION/ and OUT/text_encoder/VERSION/; refuses to overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vse_tf.training import export_run, restore_run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="training run directory (holds config.json)")
+    parser.add_argument("--out", required=True, help="models directory")
+    parser.add_argument("--version", type=int, default=1, help="version sub-directory (default: 1)")
+    args = parser.parse_args(argv)
+    try:
+        paths = export_run(restore_run(args.run), args.out, args.version)
+    except (FileExistsError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Export the retrieval SavedModel: encoder + gallery index + top-k in one graph.
+
+    python -m export.retrieval --image_index INDEX [--captions_index CINDEX] --out MODELS [--version 1] [--k 10]
+
+Writes MODELS/retrieval/VERSION/ with ``search`` (sentences -> image ids, scores) and/or
+``annotate`` (image bytes -> captions, scores). The encoders default to the siblings of
+the models that built the indexes (``--text_model`` / ``--image_model`` override).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vse_tf.retrieval import EmbeddingIndex, export_retrieval_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image_index", help="index built from images (enables `search`)")
+    parser.add_argument("--captions_index", help="index built from captions (enables `annotate`)")
+    parser.add_argument("--text_model", help="text encoder version dir (default: beside the image index's model)")
+    parser.add_argument("--image_model", help="image encoder version dir (default: beside the caption index's model)")
+    parser.add_argument("--out", required=True, help="models directory")
+    parser.add_argument("--version", type=int, default=1)
+    parser.add_argument("--k", type=int, default=10)
+    args = parser.parse_args(argv)
+    try:
+        path = export_retrieval_model(
+            args.out,
+            args.version,
+            args.k,
+            image_index=EmbeddingIndex.load(args.image_index) if args.image_index else None,
+            text_model=args.text_model,
+            caption_index=EmbeddingIndex.load(args.captions_index) if args.captions_index else None,
+            image_model=args.image_model,
+        )
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"retrieval: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Installs vse_tf, the train/ and export/ entry points, and the console scripts."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+requirements = [
+    line.strip()
+    for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+
+setup(
+    name="vse_tf",
+    version="0.1.0",
+    description="Visual-semantic embeddings (dual encoder + triplet ranking loss) with Keras 3 on TensorFlow",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["vse_tf", "vse_tf.*", "train", "export"]),
+    install_requires=requirements,
+    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.5"]},
+    entry_points={
+        "console_scripts": [
+            "vse-make-shapes=vse_tf.data.shapes:main",
+            "vse-train=train.fit:main",
+            "vse-export=export.export:main",
+            "vse-demo=train.demo:main",
+            "vse-evaluate=train.evaluate:main",
+            "vse-index=export.index:main",
+            "vse-search=export.search:search_main",
+            "vse-annotate=export.search:annotate_main",
+        ]
+    },
+)

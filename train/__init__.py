@@ -1,0 +1,1 @@
+"""Thin ``model.fit`` entry points: flags -> config -> vse_tf library calls."""

@@ -1,0 +1,59 @@
+"""Evaluate a trained run: Recall@K both ways (and category MAP when images have one).
+
+    python -m train.evaluate --run runs/demo --split test [--protocol coco1k|coco5k|full] [--map_at 50]
+
+``full`` and ``coco5k`` rank against the whole split; ``coco1k`` cuts the split's images
+into five consecutive folds and averages the metrics (the COCO 1K protocol on the 5K test
+split). Writes ``RUN/metrics.json`` for the test split's full protocol, else
+``RUN/metrics_<split>_<protocol>.json``, and the R@K curves (K = 1..50, whole split) as
+``RUN/recall_<split>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vse_tf.evaluation import (
+    format_map_table,
+    format_recall_table,
+    plot_recall_curves,
+    recall_curves,
+    retrieval_ranks,
+)
+from vse_tf.training import PROTOCOL_FOLDS, encode_split, evaluate_encoded, restore_run, save_metrics
+
+
+def metrics_file_name(split: str, protocol: str) -> str:
+    return "metrics.json" if (split, protocol) == ("test", "full") else f"metrics_{split}_{protocol}.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="training run directory (holds config.json)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--protocol", default="full", choices=sorted(PROTOCOL_FOLDS))
+    parser.add_argument("--map_at", type=int, default=None, help="also report MAP@R for this R")
+    parser.add_argument("--no_plot", action="store_true", help="skip the R@K curve PNG")
+    args = parser.parse_args(argv)
+    try:
+        run = restore_run(args.run)
+        encoded = encode_split(run, args.split)
+        metrics = evaluate_encoded(encoded, args.protocol, args.map_at, progress=True)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(format_recall_table(metrics, title=f"{args.run}: {args.split} split, protocol {args.protocol}"))
+    if "i2t_map" in metrics:
+        print(format_map_table(metrics, args.map_at))
+    print(f"metrics: {save_metrics(run, metrics, metrics_file_name(args.split, args.protocol))}")
+    if not args.no_plot:
+        ranks = retrieval_ranks(encoded.image_embeddings, encoded.caption_embeddings, encoded.split.caption_to_image)
+        plot = run.run_dir / f"recall_{args.split}.png"
+        plot_recall_curves(recall_curves(*ranks), plot, title=f"{run.run_dir.name}: {args.split} split")
+        print(f"recall curves: {plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Train a visual-semantic embedding with model.fit.
+
+    python -m train.fit --data.data_dir data/shapes --train.run_dir runs/mine --train.epochs 20
+
+Every ``--section.field`` flag maps onto ExperimentConfig (see ``--help``); ``--config``
+starts from a JSON file. Writes the run directory, then evaluates the best checkpoint on
+the test split (``metrics.json``) and prints the Recall@K table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from train.flags import add_config_flags, config_from_flags
+from vse_tf.evaluation import format_recall_table
+from vse_tf.training import evaluate_run, save_metrics, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser)
+    parser.add_argument("--eval_split", default="test", help="split evaluated after training (default: test)")
+    parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity: 0, 1 or 2")
+    args = parser.parse_args(argv)
+    config = config_from_flags(args)
+    run = train(config, verbose=args.verbose)
+    metrics = evaluate_run(run, args.eval_split)
+    path = save_metrics(run, metrics)
+    print(format_recall_table(metrics, title=f"{args.eval_split} split, best checkpoint by validation rsum"))
+    print(f"metrics: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

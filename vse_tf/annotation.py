@@ -1,0 +1,114 @@
+"""Annotating a class-folder image set (Corel1k style) with words through the trained towers.
+
+Each image lives in ``<root>/<class name>/``; each class has a text: its name with ``_``
+and ``-`` as spaces, or a line of a descriptions file (``class<TAB>text``). An image is
+annotated with the classes whose texts' embeddings are nearest to its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vse_tf.evaluation import mean_average_precision
+from vse_tf.retrieval import IMAGE_SUFFIXES
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassFolderSet:
+    """Images with their class, and a text per class."""
+
+    image_paths: tuple[str, ...]
+    labels: tuple[str, ...]
+    class_texts: dict[str, str]
+
+
+def read_class_folders(root: str | os.PathLike, descriptions: str | os.PathLike | None = None) -> ClassFolderSet:
+    """Lists ``root/<class>/<image>`` files (by suffix) and each class's text.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder or holds no images.
+        ValueError: a descriptions line lacks a tab (the message names file and line).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a folder")
+    paths, labels = [], []
+    for folder in sorted(path for path in root.iterdir() if path.is_dir()):
+        for image in sorted(folder.iterdir()):
+            if image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(str(image))
+                labels.append(folder.name)
+    if not paths:
+        raise FileNotFoundError(f"{root}: no images in class folders")
+    texts = {label: label.replace("_", " ").replace("-", " ") for label in sorted(set(labels))}
+    if descriptions:
+        texts.update(_read_descriptions(Path(descriptions), set(texts)))
+    return ClassFolderSet(tuple(paths), tuple(labels), texts)
+
+
+def _read_descriptions(path: Path, classes: set[str]) -> dict[str, str]:
+    texts = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise ValueError(f"{path}: line {number}: expected 'class<TAB>text'")
+        name, text = line.split("\t", 1)
+        if name in classes:
+            texts[name] = text.strip()
+    return texts
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnotationReport:
+    """Top-k annotation accuracy, MAP both ways, and accuracy per class (percent / [0, 1])."""
+
+    top1: float
+    top5: float
+    image_to_class_map: float
+    class_to_image_map: float
+    per_class_top1: dict[str, float]
+    images: int
+    classes: int
+
+
+def annotation_report(
+    image_embeddings: np.ndarray, labels: Sequence[str], class_names: Sequence[str], class_embeddings: np.ndarray
+) -> AnnotationReport:
+    """Scores annotation: each image ranks the classes by dot product with their texts."""
+    labels = np.asarray(labels)
+    names = np.asarray(class_names)
+    scores = np.asarray(image_embeddings, np.float32) @ np.asarray(class_embeddings, np.float32).T
+    order = np.argsort(-scores, axis=1, kind="stable")
+    truth = np.array([np.flatnonzero(names == label)[0] for label in labels])
+    rank = np.argmax(order == truth[:, None], axis=1)
+    per_class = {
+        str(name): float(100.0 * np.mean(rank[labels == name] == 0)) for name in names if np.any(labels == name)
+    }
+    return AnnotationReport(
+        top1=float(100.0 * np.mean(rank < 1)),
+        top5=float(100.0 * np.mean(rank < 5)),
+        image_to_class_map=mean_average_precision(image_embeddings, class_embeddings, labels, names),
+        class_to_image_map=mean_average_precision(class_embeddings, image_embeddings, names, labels),
+        per_class_top1=per_class,
+        images=len(labels),
+        classes=len(names),
+    )
+
+
+def export_class_folders(image_refs: Sequence[str], categories: Sequence[str], out: str | os.PathLike) -> Path:
+    """Links a labelled split's images into ``out/<category>/`` (a Corel-style tree)."""
+    out = Path(out)
+    for ref, category in zip(image_refs, categories):
+        if not category:
+            raise ValueError(f"{ref}: no category; class folders need one per image")
+        target = out / category / Path(ref).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            os.symlink(os.path.abspath(ref), target)
+    return out

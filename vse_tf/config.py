@@ -1,0 +1,284 @@
+"""Experiment configuration: frozen dataclasses that round-trip through JSON.
+
+One dataclass per concern (data, image tower, text tower, loss, training), composed in
+:class:`ExperimentConfig`. Command-line flags are derived from the fields one to one
+(``--train.batch_size 128``), so a run is always described by its ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+IMAGE_BACKBONES = ("small_cnn", "vgg19", "features")
+SAMPLING_MODES = ("image", "caption")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the captions and images are.
+
+    Attributes:
+        data_dir: folder holding ``dataset_<dataset>.json`` (Karpathy layout).
+        dataset: dataset name, e.g. ``shapes``, ``flickr8k``, ``coco``.
+        image_root: folder the JSON's ``filepath/filename`` are relative to;
+            empty means ``<data_dir>/images``.
+        include_restval: add the ``restval`` split to training (COCO).
+        features_dir: for the ``features`` backbone, folder with ``{split}_ims.npy``.
+        cache_images: keep decoded training images in memory after the first epoch.
+    """
+
+    data_dir: str = "data/shapes"
+    dataset: str = "shapes"
+    image_root: str = ""
+    include_restval: bool = False
+    features_dir: str = ""
+    cache_images: bool = True
+
+    def json_path(self) -> Path:
+        return Path(self.data_dir) / f"dataset_{self.dataset}.json"
+
+    def resolved_image_root(self) -> Path:
+        return Path(self.image_root) if self.image_root else Path(self.data_dir) / "images"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTowerConfig:
+    """Image tower: backbone -> projection -> L2 normalisation.
+
+    Attributes:
+        backbone: ``small_cnn`` (demo/tests), ``vgg19`` (the paper's, up to fc7) or
+            ``features`` (precomputed vectors, VSE++ precomp style).
+        image_size: square input side in pixels (images are resized to it).
+        weights: ``vgg19`` only: empty for random init, else a local weights file.
+        finetune: train the backbone's weights too (``vgg19``).
+        feature_dim: input width of the ``features`` backbone.
+        cnn_filters: ``small_cnn`` filters per stage; each stage halves the resolution.
+        cnn_convs_per_stage: ``small_cnn`` 3x3 convolutions in each stage.
+        batchnorm_momentum: 0.9 trains better than Keras' 0.99 with few steps an epoch.
+        dropout: dropout before the projection.
+    """
+
+    backbone: str = "small_cnn"
+    image_size: int = 64
+    weights: str = ""
+    finetune: bool = False
+    feature_dim: int = 4096
+    cnn_filters: tuple[int, ...] = (32, 64, 128, 256)
+    cnn_convs_per_stage: int = 2
+    batchnorm_momentum: float = 0.9
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.backbone not in IMAGE_BACKBONES:
+            raise ValueError(f"image.backbone must be one of {IMAGE_BACKBONES}, got {self.backbone!r}")
+        if self.image_size < 16:
+            raise ValueError(f"image.image_size must be >= 16, got {self.image_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextTowerConfig:
+    """Text tower: tokens -> word embedding -> GRU -> L2 normalisation.
+
+    Attributes:
+        max_length: sentences are truncated (and padded) to this many tokens.
+        min_word_count: words seen fewer times in the training captions map to OOV.
+        word_dim: word embedding width (300 as in the paper and VSE++).
+        gru_units: GRU state width; projected to the joint space when it differs.
+        bidirectional: average a forward and a backward GRU.
+        word_vectors: path of pretrained word vectors (word2vec .bin/.txt, GloVe .txt,
+            fastText .vec) to initialise the word embedding; empty for random init.
+        word_vectors_format: ``auto`` or one of ``vse_tf.word_vectors.FORMATS``.
+        freeze_word_vectors: keep the initialised word embedding fixed.
+    """
+
+    max_length: int = 32
+    min_word_count: int = 1
+    word_dim: int = 300
+    gru_units: int = 1024
+    bidirectional: bool = False
+    word_vectors: str = ""
+    word_vectors_format: str = "auto"
+    freeze_word_vectors: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Triplet ranking loss.
+
+    Attributes:
+        margin: hinge margin.
+        max_violation: keep only the hardest negative per query (VSE++ "MH").
+        warmup_epochs: epochs of the sum of hinges before max violation starts
+            (max violation from step 0 can collapse every embedding to one point).
+    """
+
+    margin: float = 0.2
+    max_violation: bool = True
+    warmup_epochs: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and run bookkeeping.
+
+    Attributes:
+        run_dir: where config, vocabulary, checkpoints, logs and metrics go.
+        epochs: passes over the training images (or captions, see ``sampling``).
+        batch_size: pairs per step; every other pair in the batch is a negative.
+        learning_rate: Adam's initial rate.
+        lr_decay_epochs: multiply the rate by ``lr_decay_factor`` every this many
+            epochs (VSE++ uses 15 and 0.1); 0 disables.
+        lr_decay_factor: see ``lr_decay_epochs``.
+        grad_clip_norm: global gradient norm clip (VSE++ uses 2.0); 0 disables.
+        sampling: ``image``: one random caption per image per epoch;
+            ``caption``: every caption once per epoch (VSE++ style).
+        seed: seeds weights, shuffling and caption sampling.
+        validation_max_images: cap on validation images for the per-epoch Recall@K.
+        shuffle_buffer: tf.data shuffle buffer (records).
+        strategy: ``default`` (one device), ``mirrored`` (every GPU of one host) or
+            ``multiworker`` (hosts listed in the ``TF_CONFIG`` environment variable).
+        mixed_precision: ``mixed_float16`` towers (the loss stays float32) with dynamic
+            loss scaling; for GPUs.
+        jit_compile: compile the train step with XLA.
+    """
+
+    run_dir: str = "runs/default"
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 2e-4
+    lr_decay_epochs: int = 15
+    lr_decay_factor: float = 0.1
+    grad_clip_norm: float = 2.0
+    sampling: str = "image"
+    seed: int = 0
+    validation_max_images: int = 1000
+    shuffle_buffer: int = 10000
+    strategy: str = "default"
+    mixed_precision: bool = False
+    jit_compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"train.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.sampling not in SAMPLING_MODES:
+            raise ValueError(f"train.sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"train.batch_size must be >= 2 (negatives come from the batch), got {self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything a run needs; saved as ``config.json`` beside checkpoints and exports."""
+
+    embed_dim: int = 1024
+    data: DataConfig = DataConfig()
+    image: ImageTowerConfig = ImageTowerConfig()
+    text: TextTowerConfig = TextTowerConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_json(self) -> str:
+        return json.dumps(to_dict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentConfig:
+        return from_dict(cls, json.loads(text))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the config as JSON, atomically."""
+        write_text_atomic(Path(path), self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ExperimentConfig:
+        path = Path(path)
+        try:
+            return cls.from_json(path.read_text())
+        except (json.JSONDecodeError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}: not a valid {cls.__name__}: {error}") from error
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass as plain JSON-ready data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(cls: type[T], values: dict[str, Any], _where: str = "") -> T:
+    """Builds dataclass ``cls`` from plain data, rejecting unknown fields by name."""
+    if not isinstance(values, dict):
+        raise TypeError(f"{_where or cls.__name__}: expected an object, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"{_where or cls.__name__}: unknown field(s) {unknown}")
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _coerce(hints[name], value, f"{_where}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where + ".")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item_type, *_rest) = typing.get_args(hint)
+        return tuple(_coerce(item_type, item, where) for item in value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise TypeError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def flat_fields(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Maps every leaf field of a nested config dataclass to its type, by dotted name.
+
+    ``flat_fields(ExperimentConfig)["train.batch_size"] is int``.
+    """
+    leaves: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            leaves.update(flat_fields(hint, f"{prefix}{field.name}."))
+        else:
+            leaves[f"{prefix}{field.name}"] = hint
+    return leaves
+
+
+def with_overrides(config: T, overrides: dict[str, Any]) -> T:
+    """Returns a copy of ``config`` with dotted fields replaced.
+
+    Example: ``with_overrides(config, {"train.epochs": 5, "embed_dim": 256})``.
+    """
+    values = to_dict(config)
+    known = flat_fields(type(config))
+    for dotted, value in overrides.items():
+        if dotted not in known:
+            raise ValueError(f"unknown config field {dotted!r}")
+        *parents, leaf = dotted.split(".")
+        node = values
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return from_dict(type(config), values)

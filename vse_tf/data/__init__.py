@@ -1,0 +1,1 @@
+"""Dataset readers (file formats in, plain records out) and generators."""

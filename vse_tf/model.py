@@ -1,0 +1,232 @@
+"""DualEncoder: both towers and the ranking loss, trained with ``compile``/``fit``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from vse_tf.config import ExperimentConfig
+from vse_tf.losses import triplet_ranking_loss
+from vse_tf.towers import build_image_tower, build_text_tower
+
+
+@keras.saving.register_keras_serializable(package="vse_tf")
+class DualEncoder(keras.Model):
+    """Image tower + text tower + triplet ranking loss.
+
+    Inputs are batches ``{"image": [B, ...], "tokens": int64 [B, L], "image_id": int64 [B]}``;
+    row i of "image" and "tokens" is a positive pair, every other row a negative.
+    ``max_violation`` is a non-trainable variable so that a callback can switch from the
+    sum of hinges to the hardest negative without retracing the step.
+
+    Args:
+        image_encoder: model ``[B, ...] -> [B, D]`` unit rows.
+        text_encoder: model ``int64 [B, L] -> [B, D]`` unit rows.
+        margin: hinge margin.
+        max_violation: initial value of the hardest-negative switch.
+    """
+
+    def __init__(
+        self,
+        image_encoder: keras.Model,
+        text_encoder: keras.Model,
+        margin: float = 0.2,
+        max_violation: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.margin = float(margin)
+        self.max_violation = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(1.0 if max_violation else 0.0),
+            trainable=False,
+            name="max_violation",
+        )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        # Both towers are built functional models, so this model has all its weights now
+        # (BackupAndRestore and load_weights need a built model).
+        self.built = True
+
+    def call(self, inputs, training=False):
+        return {
+            "image_embeddings": self.image_encoder(inputs["image"], training=training),
+            "caption_embeddings": self.text_encoder(inputs["tokens"], training=training),
+        }
+
+    def ranking_loss(self, embeddings: dict, image_ids: tf.Tensor) -> tf.Tensor:
+        """The summed triplet ranking loss of one batch."""
+        return triplet_ranking_loss(
+            embeddings["image_embeddings"],
+            embeddings["caption_embeddings"],
+            margin=self.margin,
+            max_violation=self.max_violation > 0.5,
+            reduction="sum",
+            image_ids=image_ids,
+        )
+
+    def global_batch_loss(self, data, training: bool) -> tf.Tensor:
+        """The loss of the global batch: every replica's embeddings are negatives.
+
+        Under a distribution strategy each replica gathers the others' embeddings (no
+        gradient through them) around its own (with gradient), so every replica computes
+        the same value: the loss one device would compute on the whole batch.
+        """
+        embeddings = self(data, training=training)
+        images, captions, image_ids = gather_from_replicas(
+            [embeddings["image_embeddings"], embeddings["caption_embeddings"], data["image_id"]]
+        )
+        return self.ranking_loss({"image_embeddings": images, "caption_embeddings": captions}, image_ids)
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            loss = self.global_batch_loss(data, training=True)
+            scaled_loss = self.optimizer.scale_loss(loss)  # dynamic loss scaling when mixed precision
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply(sum_over_replicas(gradients), self.trainable_variables)
+        self.loss_tracker.update_state(loss)
+        return self._logs()
+
+    def test_step(self, data):
+        self.loss_tracker.update_state(self.global_batch_loss(data, training=False))
+        return self._logs()
+
+    def _logs(self) -> dict[str, tf.Tensor]:
+        loss = self.loss_tracker.result()
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras (3.15) reduces multi-worker logs with a MEAN over axis 0, which a
+            # scalar lacks; one element along that axis reduces back to the scalar.
+            loss = tf.reshape(loss, [1])
+        return {"loss": loss}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (3.15, TF backend) builds a model under a strategy by reducing a first data
+        # batch across replicas, which fails for dict batches under
+        # MultiWorkerMirroredStrategy. Both towers are built functional models already;
+        # only the optimizer's slots are missing, and they need no data.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_encoder": keras.saving.serialize_keras_object(self.image_encoder),
+            "text_encoder": keras.saving.serialize_keras_object(self.text_encoder),
+            "margin": self.margin,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["image_encoder"] = keras.saving.deserialize_keras_object(config["image_encoder"])
+        config["text_encoder"] = keras.saving.deserialize_keras_object(config["text_encoder"])
+        return cls(**config)
+
+
+def gather_from_replicas(values: list[tf.Tensor]) -> list[tf.Tensor]:
+    """``[B, ...]`` per replica -> ``[R * B, ...]`` in replica order; gradient through own rows only.
+
+    Identity outside a multi-replica context. Every replica must hold the same ``B``
+    (batches are dropped at the remainder, and the global batch divides by ``R``). The
+    gathers run one after the other, after every input is computed: collectives must be
+    issued in the same order on every replica (synchronized BatchNorm issues its own).
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return list(values)
+    gathered, previous = [], list(values)
+    for value in values:
+        with tf.control_dependencies(previous):
+            everyone = context.all_gather(tf.stop_gradient(value), axis=0)
+        rows = tf.shape(value)[0]
+        start = tf.cast(context.replica_id_in_sync_group, tf.int32) * rows
+        gathered.append(tf.concat([everyone[:start], value, everyone[start + rows :]], axis=0))
+        previous = [everyone]
+    return gathered
+
+
+def sum_over_replicas(gradients: list) -> list:
+    """Dense gradients, summed over replicas and divided by R on every replica.
+
+    Each replica's gradient covers its own rows of the global loss; their sum is the
+    one-device gradient. Keras optimizers add the replicas' gradients up once more, so
+    the update uses exactly that sum. Sparse (embedding) gradients go dense: replicas hold
+    different numbers of rows, and a global-norm clip of ``IndexedSlices`` would count a
+    word that occurs twice as two rows instead of one summed row.
+    """
+    dense = [None if gradient is None else tf.convert_to_tensor(gradient) for gradient in gradients]
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return dense
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, dense)
+    replicas = float(context.num_replicas_in_sync)
+    return [None if gradient is None else gradient / replicas for gradient in total]
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    """Builds layers under a Keras dtype policy, restoring the previous one after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_dual_encoder(config: ExperimentConfig, vocabulary: Sequence[str]) -> DualEncoder:
+    """Both towers from config, wrapped with the loss settings; not yet compiled.
+
+    With ``train.mixed_precision`` the towers compute in float16 and keep float32
+    weights; their L2-normalised outputs, and so the loss, stay float32.
+    """
+    with _dtype_policy("mixed_float16" if config.train.mixed_precision else "float32"):
+        image_encoder = build_image_tower(config.image, config.embed_dim)
+        text_encoder = build_text_tower(config.text, vocabulary, config.embed_dim)
+    return DualEncoder(
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+        margin=config.loss.margin,
+        max_violation=config.loss.max_violation and config.loss.warmup_epochs == 0,
+        name="dual_encoder",
+    )
+
+
+def replica_clipnorm(clip_norm: float, num_replicas: int) -> float | None:
+    """The per-replica global-norm clip that clips the summed gradient at ``clip_norm``.
+
+    Keras clips on each replica before adding the replicas up; every replica holds the
+    summed gradient divided by R (see :func:`sum_over_replicas`), and
+    ``clip(g / R, c / R) == clip(g, c) / R``, so the update equals one device's.
+    """
+    return clip_norm / num_replicas if clip_norm > 0 else None
+
+
+def build_optimizer(
+    config: ExperimentConfig, steps_per_epoch: int, num_replicas: int = 1
+) -> keras.optimizers.Optimizer:
+    """Adam with VSE++'s step decay and global-norm gradient clipping (loss-scaled when mixed precision)."""
+    train = config.train
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = train.learning_rate
+    if train.lr_decay_epochs > 0:
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(
+            train.learning_rate,
+            decay_steps=max(1, train.lr_decay_epochs * steps_per_epoch),
+            decay_rate=train.lr_decay_factor,
+            staircase=True,
+        )
+    optimizer = keras.optimizers.Adam(
+        learning_rate=learning_rate, global_clipnorm=replica_clipnorm(train.grad_clip_norm, num_replicas)
+    )
+    if train.mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer

@@ -1,0 +1,169 @@
+"""Pretrained word vectors for the text tower's embedding: word2vec, GloVe, fastText.
+
+Formats (chosen by ``format`` or detected):
+- ``word2vec_binary``: header ``"<count> <dim>\\n"``, then per word ``<word> `` and ``dim``
+  little-endian float32 (optionally followed by a newline), as word2vec's ``.bin``.
+- ``word2vec_text`` / fastText ``.vec``: header ``"<count> <dim>"``, then ``word v1 ... vdim``.
+- ``glove``: no header, lines ``word v1 ... vdim``.
+Only the words of the given vocabulary are kept, so a 400,000-word file costs memory
+for the vocabulary alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = ("auto", "word2vec_binary", "word2vec_text", "fasttext", "glove")
+
+
+@dataclasses.dataclass(frozen=True)
+class Coverage:
+    """How much of a vocabulary a vectors file covered."""
+
+    path: str
+    dim: int
+    vocabulary_size: int
+    found: int
+
+    @property
+    def fraction(self) -> float:
+        return self.found / self.vocabulary_size if self.vocabulary_size else 0.0
+
+    def describe(self) -> str:
+        return (
+            f"word vectors {self.path}: {self.found} of {self.vocabulary_size} vocabulary words found "
+            f"({100 * self.fraction:.1f}%), {self.dim}-d"
+        )
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """``word2vec_binary`` for ``.bin``, else ``word2vec_text`` when the first line is a
+    ``<count> <dim>`` header, else ``glove``."""
+    path = Path(path)
+    if path.suffix == ".bin":
+        return "word2vec_binary"
+    with path.open("rb") as handle:
+        first = handle.readline().split()
+    return "word2vec_text" if len(first) == 2 and all(part.isdigit() for part in first) else "glove"
+
+
+def read_word_vectors(
+    path: str | os.PathLike, vocabulary: Sequence[str] | None = None, format: str = "auto"
+) -> tuple[dict[str, np.ndarray], int]:
+    """Reads vectors (only the words in ``vocabulary`` when given).
+
+    Returns:
+        ``({word: float32 [dim]}, dim)``.
+
+    Raises:
+        ValueError: unknown format, or a malformed line (the message names file and line).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"word vectors format must be one of {FORMATS}, got {format!r}")
+    path = Path(path)
+    format = detect_format(path) if format == "auto" else format
+    wanted = set(vocabulary) if vocabulary is not None else None
+    if format == "word2vec_binary":
+        return _read_binary(path, wanted)
+    return _read_text(path, wanted, has_header=format in ("word2vec_text", "fasttext"))
+
+
+def _read_text(path: Path, wanted: set[str] | None, has_header: bool) -> tuple[dict[str, np.ndarray], int]:
+    vectors: dict[str, np.ndarray] = {}
+    dim = 0
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if has_header and number == 1:
+                dim = _header_dim(line, path)
+                continue
+            parts = line.rstrip().split(" ")
+            if len(parts) < 2:
+                continue
+            word, values = parts[0], parts[1:]
+            dim = dim or len(values)
+            if len(values) != dim:
+                raise ValueError(f"{path}: line {number}: expected {dim} numbers after {word!r}, got {len(values)}")
+            if wanted is None or word in wanted:
+                try:
+                    vectors[word] = np.asarray(values, dtype=np.float32)
+                except ValueError as error:
+                    raise ValueError(f"{path}: line {number}: {error}") from error
+    return vectors, dim
+
+
+def _read_binary(path: Path, wanted: set[str] | None) -> tuple[dict[str, np.ndarray], int]:
+    vectors: dict[str, np.ndarray] = {}
+    with path.open("rb") as handle:
+        header = handle.readline().decode("utf-8", errors="replace")
+        count, dim = _header_count(header, path), _header_dim(header, path)
+        for index in range(count):
+            word = _read_word(handle, path, index)
+            raw = handle.read(4 * dim)
+            if len(raw) != 4 * dim:
+                raise ValueError(f"{path}: vector {index} ({word!r}) is cut short: file truncated")
+            if wanted is None or word in wanted:
+                vectors[word] = np.frombuffer(raw, dtype="<f4").copy()
+    return vectors, dim
+
+
+def _read_word(handle, path: Path, index: int) -> str:
+    letters = bytearray()
+    while True:
+        byte = handle.read(1)
+        if not byte:
+            raise ValueError(f"{path}: word {index} is cut short: file truncated")
+        if byte == b" ":
+            return letters.decode("utf-8", errors="replace")
+        if byte != b"\n":  # the newline that may end the previous vector
+            letters += byte
+
+
+def _header_count(line: str, path: Path) -> int:
+    parts = line.split()
+    if len(parts) != 2 or not all(part.isdigit() for part in parts):
+        raise ValueError(f"{path}: line 1: expected a '<count> <dim>' header, got {line.strip()[:60]!r}")
+    return int(parts[0])
+
+
+def _header_dim(line: str, path: Path) -> int:
+    _header_count(line, path)
+    return int(line.split()[1])
+
+
+def embedding_matrix(
+    vocabulary: Sequence[str], vectors: dict[str, np.ndarray], initial: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """``initial`` (``[len(vocabulary) + 2, dim]``: padding, OOV, then the words) with the
+    rows of the words found replaced by their vectors. Returns the matrix and the count."""
+    matrix = np.array(initial, dtype=np.float32, copy=True)
+    found = 0
+    for row, word in enumerate(vocabulary, start=2):
+        if word in vectors:
+            matrix[row] = vectors[word]
+            found += 1
+    return matrix, found
+
+
+def initialize_word_embedding(
+    text_encoder, vocabulary: Sequence[str], path: str | os.PathLike, format: str = "auto", freeze: bool = False
+) -> Coverage:
+    """Loads vectors into the text tower's ``word_embedding`` layer; optionally freezes it.
+
+    Raises:
+        ValueError: the file's dimension differs from the layer's ``word_dim``.
+    """
+    layer = text_encoder.get_layer("word_embedding")
+    (initial,) = layer.get_weights()
+    vectors, dim = read_word_vectors(path, vocabulary, format)
+    if vectors and dim != initial.shape[1]:
+        raise ValueError(f"{path}: {dim}-d vectors, but text.word_dim is {initial.shape[1]}")
+    matrix, found = embedding_matrix(vocabulary, vectors, initial)
+    layer.set_weights([matrix])
+    if freeze:
+        layer.trainable = False
+    return Coverage(str(path), int(initial.shape[1]), len(vocabulary), found)
