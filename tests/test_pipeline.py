@@ -73,3 +73,25 @@ def test_decode_and_resize_gives_rgb(tmp_path, mode, channels):
     pixels = decode_and_resize(tf.io.read_file(str(path)), 16)
     assert pixels.shape == (16, 16, 3) and pixels.dtype == tf.uint8
     assert int(pixels[8, 8, 0]) == 200
+
+
+def test_cache_only_when_the_estimate_fits_the_budget(setup):
+    from vse_tf.pipeline import cache_decision
+
+    config, split, _ = setup  # 32 images of 16x16x3 bytes = 24 KiB
+    assert cache_decision(split, config)[0]
+    large_images = dataclasses.replace(config, image=dataclasses.replace(config.image, image_size=1024))
+    cached, message = cache_decision(split, large_images)  # 32 x 3 MiB = 96 MiB
+    assert cached
+    tight = dataclasses.replace(large_images, data=dataclasses.replace(large_images.data, cache_budget_mb=64))
+    cached, message = cache_decision(split, tight)
+    assert not cached and "96 MiB > data.cache_budget_mb=64" in message
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_determinism_switch_reaches_tf_data(setup, deterministic):
+    config, split, tokenizer = setup
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, deterministic=deterministic))
+    dataset = training_dataset(split, tokenizer, config)
+    assert dataset.options().deterministic is deterministic
+    assert int(dataset.cardinality()) == split.num_images // config.train.batch_size

@@ -14,54 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vse_tf.data.folders import ClassFolderSet, read_class_folders
 from vse_tf.evaluation import mean_average_precision
-from vse_tf.retrieval import IMAGE_SUFFIXES
 
-
-@dataclasses.dataclass(frozen=True)
-class ClassFolderSet:
-    """Images with their class, and a text per class."""
-
-    image_paths: tuple[str, ...]
-    labels: tuple[str, ...]
-    class_texts: dict[str, str]
-
-
-def read_class_folders(root: str | os.PathLike, descriptions: str | os.PathLike | None = None) -> ClassFolderSet:
-    """Lists ``root/<class>/<image>`` files (by suffix) and each class's text.
-
-    Raises:
-        FileNotFoundError: ``root`` is not a folder or holds no images.
-        ValueError: a descriptions line lacks a tab (the message names file and line).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a folder")
-    paths, labels = [], []
-    for folder in sorted(path for path in root.iterdir() if path.is_dir()):
-        for image in sorted(folder.iterdir()):
-            if image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES:
-                paths.append(str(image))
-                labels.append(folder.name)
-    if not paths:
-        raise FileNotFoundError(f"{root}: no images in class folders")
-    texts = {label: label.replace("_", " ").replace("-", " ") for label in sorted(set(labels))}
-    if descriptions:
-        texts.update(_read_descriptions(Path(descriptions), set(texts)))
-    return ClassFolderSet(tuple(paths), tuple(labels), texts)
-
-
-def _read_descriptions(path: Path, classes: set[str]) -> dict[str, str]:
-    texts = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        if "\t" not in line:
-            raise ValueError(f"{path}: line {number}: expected 'class<TAB>text'")
-        name, text = line.split("\t", 1)
-        if name in classes:
-            texts[name] = text.strip()
-    return texts
+__all__ = ["AnnotationReport", "ClassFolderSet", "annotation_report", "export_class_folders", "read_class_folders"]
 
 
 @dataclasses.dataclass(frozen=True)

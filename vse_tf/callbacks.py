@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from vse_tf.config import write_text_atomic
-from vse_tf.evaluation import evaluate_retrieval
+from vse_tf.evaluation import evaluate_map, evaluate_retrieval
 
 
 class RetrievalValidation(keras.callbacks.Callback):
@@ -28,29 +28,48 @@ class RetrievalValidation(keras.callbacks.Callback):
         captions: batches of token ids for the text tower.
         caption_to_image: ``[M]`` image row of each caption.
         verbose: print one line of the metrics each epoch.
+        categories: optional ``[N]`` category of each image: also logs ``val_i2t_map``,
+            ``val_t2i_map`` and ``val_mean_map`` (captions take their image's category).
     """
 
-    def __init__(self, images: tf.data.Dataset, captions: tf.data.Dataset, caption_to_image, verbose: bool = True):
+    def __init__(
+        self,
+        images: tf.data.Dataset,
+        captions: tf.data.Dataset,
+        caption_to_image,
+        verbose: bool = True,
+        categories=None,
+    ):
         super().__init__()
         self.images = images
         self.captions = captions
         self.caption_to_image = np.asarray(caption_to_image)
         self.verbose = verbose
+        self.categories = None if categories is None else np.asarray(categories)
 
     def on_epoch_end(self, epoch, logs=None):
         started = time.perf_counter()
-        metrics = evaluate_retrieval(
-            self.model.image_encoder.predict(self.images, verbose=0),
-            self.model.text_encoder.predict(self.captions, verbose=0),
-            self.caption_to_image,
-        )
+        image_embeddings = self.model.image_encoder.predict(self.images, verbose=0)
+        caption_embeddings = self.model.text_encoder.predict(self.captions, verbose=0)
+        metrics = evaluate_retrieval(image_embeddings, caption_embeddings, self.caption_to_image)
+        if self.categories is not None:
+            metrics.update(
+                evaluate_map(
+                    image_embeddings,
+                    caption_embeddings,
+                    self.categories,
+                    self.categories[self.caption_to_image],
+                )
+            )
         if logs is not None:
             logs.update({f"val_{key}": value for key, value in metrics.items()})
         if self.verbose:
             print(
                 f"epoch {epoch + 1}: val R@1/5/10 i2t {metrics['i2t_r1']:.1f}/{metrics['i2t_r5']:.1f}/"
                 f"{metrics['i2t_r10']:.1f} t2i {metrics['t2i_r1']:.1f}/{metrics['t2i_r5']:.1f}/"
-                f"{metrics['t2i_r10']:.1f} rsum {metrics['rsum']:.1f} ({time.perf_counter() - started:.1f}s)",
+                f"{metrics['t2i_r10']:.1f} rsum {metrics['rsum']:.1f}"
+                + (f" MAP i2t/t2i {metrics['i2t_map']:.3f}/{metrics['t2i_map']:.3f}" if "i2t_map" in metrics else "")
+                + f" ({time.perf_counter() - started:.1f}s)",
                 flush=True,
             )
 

@@ -17,9 +17,13 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-IMAGE_BACKBONES = ("small_cnn", "vgg19", "features")
+IMAGE_BACKBONES = ("small_cnn", "vgg19", "efficientnet_lite0", "features")
 SAMPLING_MODES = ("image", "caption")
 STRATEGIES = ("default", "mirrored", "multiworker")
+DATA_FORMATS = ("karpathy", "coco", "precomp", "folders", "wikipedia", "jsonl", "csv")
+TEXT_ENCODERS = ("gru", "graph")
+LOSS_KINDS = ("triplet", "pairwise", "finegrained")
+MONITORS = ("val_rsum", "val_mean_map")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,13 +31,24 @@ class DataConfig:
     """Where the captions and images are.
 
     Attributes:
-        data_dir: folder holding ``dataset_<dataset>.json`` (Karpathy layout).
+        data_dir: the dataset folder (``dataset_<dataset>.json`` for the Karpathy layout).
         dataset: dataset name, e.g. ``shapes``, ``flickr8k``, ``coco``.
         image_root: folder the JSON's ``filepath/filename`` are relative to;
             empty means ``<data_dir>/images``.
         include_restval: add the ``restval`` split to training (COCO).
         features_dir: for the ``features`` backbone, folder with ``{split}_ims.npy``.
-        cache_images: keep decoded training images in memory after the first epoch.
+        cache_images: keep decoded training images in memory after the first epoch,
+            when their estimated size fits ``cache_budget_mb``.
+        format: dataset layout, one of ``DATA_FORMATS`` (see :mod:`vse_tf.data.datasets`).
+        annotations: the layout's annotation file relative to ``data_dir`` (``{split}``
+            for one file per split); empty for the format's default.
+        val_fraction: share of training images (by path hash) that become ``val`` when
+            the dataset has no ``val`` split.
+        test_fraction: same for ``test``.
+        max_image_pixels: images whose header declares more pixels are skipped.
+        cache_budget_mb: decoded training images are cached only below this estimate.
+        deterministic: tf.data keeps element order (with the seeded shuffles, the same
+            batches every run); false lets parallel decoding return out of order.
     """
 
     data_dir: str = "data/shapes"
@@ -42,6 +57,22 @@ class DataConfig:
     include_restval: bool = False
     features_dir: str = ""
     cache_images: bool = True
+    format: str = "karpathy"
+    annotations: str = ""
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+    max_image_pixels: int = 40_000_000
+    cache_budget_mb: int = 2048
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        if self.format not in DATA_FORMATS:
+            raise ValueError(f"data.format must be one of {DATA_FORMATS}, got {self.format!r}")
+        if min(self.val_fraction, self.test_fraction) < 0.0 or self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"data.val_fraction ({self.val_fraction}) and data.test_fraction ({self.test_fraction}) "
+                "must be >= 0 and sum to less than 1"
+            )
 
     def json_path(self) -> Path:
         return Path(self.data_dir) / f"dataset_{self.dataset}.json"
@@ -55,11 +86,14 @@ class ImageTowerConfig:
     """Image tower: backbone -> projection -> L2 normalisation.
 
     Attributes:
-        backbone: ``small_cnn`` (demo/tests), ``vgg19`` (the paper's, up to fc7) or
+        backbone: ``small_cnn`` (demo/tests), ``vgg19`` (the paper's, up to fc7),
+            ``efficientnet_lite0`` (ImageNet-pretrained, 1280-d pooled; see
+            ``python -m export.convert_weights``) or
             ``features`` (precomputed vectors, VSE++ precomp style).
         image_size: square input side in pixels (images are resized to it).
-        weights: ``vgg19`` only: empty for random init, else a local weights file.
-        finetune: train the backbone's weights too (``vgg19``).
+        weights: ``vgg19`` / ``efficientnet_lite0``: empty for random init, else a local
+            ``.weights.h5`` file of the whole classifier.
+        finetune: train the backbone's weights too (``vgg19``, ``efficientnet_lite0``).
         feature_dim: input width of the ``features`` backbone.
         cnn_filters: ``small_cnn`` filters per stage; each stage halves the resolution.
         cnn_convs_per_stage: ``small_cnn`` 3x3 convolutions in each stage.
@@ -98,6 +132,11 @@ class TextTowerConfig:
             fastText .vec) to initialise the word embedding; empty for random init.
         word_vectors_format: ``auto`` or one of ``vse_tf.word_vectors.FORMATS``.
         freeze_word_vectors: keep the initialised word embedding fixed.
+        encoder: ``gru`` (word embedding -> GRU) or ``graph`` (bag of words on a fixed
+            word graph from the training corpus -> graph convolutions -> projection;
+            see :mod:`vse_tf.graph_text`).
+        graph_neighbours: ``graph``: each word's k strongest co-occurrence (NPMI) neighbours.
+        graph_channels: ``graph``: output channels per node of each graph convolution.
     """
 
     max_length: int = 32
@@ -108,22 +147,54 @@ class TextTowerConfig:
     word_vectors: str = ""
     word_vectors_format: str = "auto"
     freeze_word_vectors: bool = False
+    encoder: str = "gru"
+    graph_neighbours: int = 8
+    graph_channels: tuple[int, ...] = (16, 16)
+
+    def __post_init__(self) -> None:
+        if self.encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text.encoder must be one of {TEXT_ENCODERS}, got {self.encoder!r}")
+        if self.graph_neighbours < 1 or not self.graph_channels or min(self.graph_channels) < 1:
+            raise ValueError(
+                f"text.graph_neighbours ({self.graph_neighbours}) and text.graph_channels "
+                f"({self.graph_channels}) must be positive"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """Triplet ranking loss.
+    """The training loss (see :mod:`vse_tf.losses`).
 
     Attributes:
         margin: hinge margin.
         max_violation: keep only the hardest negative per query (VSE++ "MH").
         warmup_epochs: epochs of the sum of hinges before max violation starts
             (max violation from step 0 can collapse every embedding to one point).
+        kind: ``triplet`` (VSE++ hinge), ``pairwise`` (pairwise similarity loss with 0/1
+            labels: same image or not) or ``finegrained`` (the same loss with labels from
+            siamese text vectors, Xu et al. 2019).
+        pairwise_scale: ``pairwise``/``finegrained``: logit = scale * (similarity - offset).
+        pairwise_offset: see ``pairwise_scale``.
+        text_vectors: ``finegrained``: the ``.npz`` written by ``python -m train.siamese``
+            (one siamese vector per training text).
+        finegrained_strength: ``finegrained``: a non-matching pair's label is this times
+            the siamese similarity of the two texts (0: the binary labels; 1: the similarity).
     """
 
     margin: float = 0.2
     max_violation: bool = True
     warmup_epochs: int = 0
+    kind: str = "triplet"
+    pairwise_scale: float = 10.0
+    pairwise_offset: float = 0.5
+    text_vectors: str = ""
+    finegrained_strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in LOSS_KINDS:
+            raise ValueError(f"loss.kind must be one of {LOSS_KINDS}, got {self.kind!r}")
+        if not 0.0 <= self.finegrained_strength <= 1.0:
+            raise ValueError(f"loss.finegrained_strength must be in [0, 1], got {self.finegrained_strength}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +220,8 @@ class TrainConfig:
         mixed_precision: ``mixed_float16`` towers (the loss stays float32) with dynamic
             loss scaling; for GPUs.
         jit_compile: compile the train step with XLA.
+        monitor: validation metric that picks the best checkpoint: ``val_rsum`` (Recall@K,
+            VSE++) or ``val_mean_map`` (category MAP both ways; labelled sets only).
     """
 
     run_dir: str = "runs/default"
@@ -165,14 +238,50 @@ class TrainConfig:
     strategy: str = "default"
     mixed_precision: bool = False
     jit_compile: bool = False
+    monitor: str = "val_rsum"
 
     def __post_init__(self) -> None:
+        if self.monitor not in MONITORS:
+            raise ValueError(f"train.monitor must be one of {MONITORS}, got {self.monitor!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"train.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.sampling not in SAMPLING_MODES:
             raise ValueError(f"train.sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
         if self.batch_size < 2:
             raise ValueError(f"train.batch_size must be >= 2 (negatives come from the batch), got {self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SiameseConfig:
+    """The siamese text network behind fine-grained labels (``python -m train.siamese``).
+
+    Its encoder is built from the ``text`` section (same tokenizer and architecture as the
+    text tower); it writes its vectors to ``loss.text_vectors``.
+
+    Attributes:
+        embed_dim: width of the siamese text vectors.
+        epochs: passes over the training texts (one sampled partner per text and epoch).
+        batch_size: text pairs per step.
+        learning_rate: Adam's rate.
+        margin: contrastive margin: texts of different categories are pushed below this
+            cosine similarity.
+        positive_fraction: share of pairs whose partner has the same category.
+        encoder: ``gru`` or ``graph`` for the siamese encoder; empty: ``text.encoder``.
+    """
+
+    embed_dim: int = 64
+    epochs: int = 5
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    margin: float = 0.0
+    positive_fraction: float = 0.5
+    encoder: str = ""
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ("", *TEXT_ENCODERS):
+            raise ValueError(f"siamese.encoder must be empty or one of {TEXT_ENCODERS}, got {self.encoder!r}")
+        if not 0.0 < self.positive_fraction < 1.0:
+            raise ValueError(f"siamese.positive_fraction must be in (0, 1), got {self.positive_fraction}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +294,7 @@ class ExperimentConfig:
     text: TextTowerConfig = TextTowerConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
+    siamese: SiameseConfig = SiameseConfig()
 
     def to_json(self) -> str:
         return json.dumps(to_dict(self), indent=2, sort_keys=True)

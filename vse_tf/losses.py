@@ -1,5 +1,9 @@
 """Cross-modal ranking losses: pure functions of two embedding matrices.
 
+Siblings behind one interface (two embedding matrices, keyword options, ``image_ids``):
+:func:`triplet_ranking_loss` (VSE/VSE++ hinge) and :func:`pairwise_similarity_loss`
+(binary or fine-grained labels, Xu et al. 2019).
+
 Row ``i`` of ``image_embeddings`` and row ``i`` of ``caption_embeddings`` are a positive
 pair; every other row of the other modality is a negative, except rows that show the same
 image (equal ``image_ids``), which are neither.
@@ -73,3 +77,79 @@ def _negative_mask(batch_size: tf.Tensor, image_ids: tf.Tensor | None) -> tf.Ten
     image_ids = tf.reshape(image_ids, [-1])
     same_image = tf.equal(image_ids[:, None], image_ids[None, :])
     return 1.0 - tf.cast(same_image, tf.float32)
+
+
+def pairwise_similarity_loss(
+    image_embeddings: tf.Tensor,
+    caption_embeddings: tf.Tensor,
+    *,
+    labels: tf.Tensor | None = None,
+    scale: float = 10.0,
+    offset: float = 0.5,
+    reduction: str = "sum",
+    image_ids: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """Pairwise similarity loss over every (image, caption) pair of the batch, soft labels allowed.
+
+    With ``s(i, c)`` the dot product of image ``i`` and caption ``c``, the logit
+    ``t(i, c) = scale * (s(i, c) - offset)`` and a label ``y(i, c)`` in [0, 1]:
+
+        loss = sum_i sum_c  softplus(t(i, c)) - y(i, c) * t(i, c)
+
+    which is the cross-entropy of ``sigmoid(t)`` against the target ``y`` (minus the
+    target's own entropy, a constant). With every label 0 or 1 it is the plain binary
+    pairwise loss: ``-log sigmoid(t)`` for a relevant pair and ``-log(1 - sigmoid(t))``
+    for an irrelevant one. Fine-grained labels (:func:`fine_grained_labels`) move the
+    target of a negative whose texts are alike above 0, and of a positive whose texts
+    differ below 1. The gradient on ``t`` is ``sigmoid(t) - y``.
+
+    Args:
+        image_embeddings: ``float [B, D]``.
+        caption_embeddings: ``float [B, D]``; row i describes image row i.
+        labels: ``float [B, B]``, ``labels[i, c]`` for image ``i`` and caption ``c``;
+            ``None`` means binary: 1 where the caption shows the image (the diagonal and
+            equal ``image_ids``), else 0.
+        scale: logit scale.
+        offset: similarity at which the logit is 0.
+        reduction: ``"sum"`` over the B x B pairs or ``"mean"``: that sum divided by B.
+        image_ids: optional ``int [B]``; used for binary labels when ``labels`` is None.
+
+    Returns:
+        A float32 scalar.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    image_embeddings = tf.cast(image_embeddings, tf.float32)
+    caption_embeddings = tf.cast(caption_embeddings, tf.float32)
+    scores = tf.matmul(image_embeddings, caption_embeddings, transpose_b=True)
+    if labels is None:
+        labels = 1.0 - _negative_mask(tf.shape(scores)[0], image_ids)
+    logits = scale * (scores - offset)
+    total = tf.reduce_sum(tf.nn.softplus(logits) - tf.cast(labels, tf.float32) * logits)
+    if reduction == "mean":
+        total = total / tf.cast(tf.shape(scores)[0], tf.float32)
+    return total
+
+
+def fine_grained_labels(
+    text_vectors: tf.Tensor, image_ids: tf.Tensor | None = None, strength: float = 1.0
+) -> tf.Tensor:
+    """Labels of every (image i, caption c) pair of a batch from siamese text vectors.
+
+    Row ``i`` of the batch holds image ``i`` and a text of it, so image ``i``'s own text
+    is caption ``i``: ``label(i, c) = strength * clip(v_i . v_c, 0, 1)``, the siamese
+    similarity of the two texts, and 1 where caption ``c`` shows image ``i`` (equal
+    ``image_ids``). ``strength`` 0 gives the binary labels, 1 the plain similarity.
+
+    Args:
+        text_vectors: ``float [B, S]`` unit siamese vectors of the batch's captions.
+        image_ids: optional ``int [B]``.
+        strength: scale of the labels of non-matching pairs, in [0, 1].
+
+    Returns:
+        ``float32 [B, B]`` in [0, 1], symmetric.
+    """
+    text_vectors = tf.cast(text_vectors, tf.float32)
+    similarity = tf.clip_by_value(tf.matmul(text_vectors, text_vectors, transpose_b=True), 0.0, 1.0)
+    positives = 1.0 - _negative_mask(tf.shape(text_vectors)[0], image_ids)
+    return tf.maximum(strength * similarity, positives)

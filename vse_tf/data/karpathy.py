@@ -7,72 +7,66 @@ Layout: ``{"images": [{"filename", "filepath"?, "split", "imgid"?, "cocoid"?,
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from vse_tf.data.common import KNOWN_SPLITS, PathEscapeError, check_split, field, load_json, resolve_image
 from vse_tf.data.records import CaptionRecord
+from vse_tf.data.skips import SkipLog
 
-KNOWN_SPLITS = ("train", "val", "test", "restval")
+__all__ = ["KNOWN_SPLITS", "read_karpathy_json"]
 
 
 def read_karpathy_json(
     json_path: str | os.PathLike,
     image_root: str | os.PathLike,
     splits: tuple[str, ...] = KNOWN_SPLITS,
+    skips: SkipLog | None = None,
 ) -> list[CaptionRecord]:
     """Reads the captions of the requested splits.
 
     Args:
         json_path: the ``dataset_<name>.json`` file.
         image_root: folder that ``filepath/filename`` are relative to.
-        splits: splits to keep; records keep the file's order.
+        splits: splits to keep (``("train", "restval")`` adds restval to training);
+            records keep the file's order.
+        skips: when given, images whose path escapes ``image_root`` are skipped and
+            counted there (reason ``outside_image_root``) instead of raising.
 
     Returns:
         One ``CaptionRecord`` per sentence.
 
     Raises:
         FileNotFoundError: the JSON file is missing.
-        ValueError: the JSON is malformed; the message names the file and the field.
+        ValueError: the JSON is malformed (the message names the file and the field), or
+            a path escapes the image root and no ``skips`` is given.
     """
     json_path = Path(json_path)
     root = Path(image_root)
-    document = _load_json(json_path)
+    document = load_json(json_path)
     images = document.get("images") if isinstance(document, dict) else None
     if not isinstance(images, list):
         raise ValueError(f"{json_path}: field 'images' must be a list")
     records: list[CaptionRecord] = []
     for position, image in enumerate(images):
         where = f"{json_path}: images[{position}]"
-        split = _field(image, "split", str, where)
-        if split not in KNOWN_SPLITS:
-            raise ValueError(f"{where}.split: unknown split {split!r}, expected one of {KNOWN_SPLITS}")
+        split = check_split(field(image, "split", str, where), f"{where}.split")
         if split not in splits:
             continue
-        image_ref = _image_path(root, image, where)
+        sentences = field(image, "sentences", list, where)
+        try:
+            image_ref = _image_path(root, image, where)
+        except PathEscapeError as error:
+            if skips is None:
+                raise
+            skips.skip("outside_image_root", str(error), records=len(sentences))
+            continue
         image_id = _image_id(image, position, where)
         category = image.get("category", "")
-        for number, sentence in enumerate(_field(image, "sentences", list, where)):
-            caption = _field(sentence, "raw", str, f"{where}.sentences[{number}]")
+        for number, sentence in enumerate(sentences):
+            caption = field(sentence, "raw", str, f"{where}.sentences[{number}]")
             records.append(CaptionRecord(image_ref, caption, image_id, split, str(category)))
     return records
-
-
-def _load_json(path: Path) -> object:
-    try:
-        with path.open("rb") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from error
-
-
-def _field(node: object, name: str, kind: type, where: str):
-    if not isinstance(node, dict) or name not in node:
-        raise ValueError(f"{where}: missing field '{name}'")
-    value = node[name]
-    if not isinstance(value, kind):
-        raise ValueError(f"{where}.{name}: expected {kind.__name__}, got {type(value).__name__}")
-    return value
 
 
 def _image_id(image: dict, position: int, where: str) -> int:
@@ -86,11 +80,8 @@ def _image_id(image: dict, position: int, where: str) -> int:
 
 
 def _image_path(root: Path, image: dict, where: str) -> str:
-    filename = _field(image, "filename", str, where)
+    filename = field(image, "filename", str, where)
     filepath = image.get("filepath", "")
     if not isinstance(filepath, str):
         raise ValueError(f"{where}.filepath: expected str, got {type(filepath).__name__}")
-    path = (root / filepath / filename).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise ValueError(f"{where}: image path {filepath!r}/{filename!r} escapes the image root {root}")
-    return str(path)
+    return resolve_image(root, os.path.join(filepath, filename), where)

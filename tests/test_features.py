@@ -1,0 +1,68 @@
+"""Precomputed features (VSE++ precomp layout) and training on them at feature speed."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+from PIL import Image
+
+from export.features import main as features_main
+from vse_tf.config import DataConfig, ImageTowerConfig
+from vse_tf.data.precomp import read_precomp
+from vse_tf.data.records import group_by_image
+from vse_tf.features import build_feature_extractor, extract_features, load_on_white, records_from_source
+from vse_tf.training import evaluate_run, train
+
+
+def test_transparent_pixels_become_white_and_bad_files_are_counted(tmp_path):
+    pixels = np.zeros((8, 8, 4), np.uint8)
+    pixels[:4] = (10, 20, 30, 255)  # top half opaque, bottom half fully transparent (black RGB)
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "clip.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    image, error = load_on_white(str(tmp_path / "clip.png"), 8)
+    assert error == "" and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[0, 0], (10, 20, 30))
+    np.testing.assert_array_equal(image[7, 7], (255, 255, 255))
+    large, error = load_on_white(str(tmp_path / "clip.png"), 8, max_pixels=63)
+    assert error == "too large: 8x8 pixels, the limit is 63" and (large == 255).all()
+    Image.fromarray(np.zeros((300, 200, 3), np.uint8)).save(tmp_path / "big.jpg")
+    assert load_on_white(str(tmp_path / "big.jpg"), 8)[0].shape == (8, 8, 3)  # shrunk in two steps
+    extractor = build_feature_extractor("small_cnn", image_size=16)
+    paths = [str(tmp_path / "clip.png"), str(tmp_path / "broken.png")]
+    result = extract_features(paths, extractor, batch_size=1)
+    assert result.features.shape == (2, extractor.output.shape[-1])
+    assert list(result.failed) == [paths[1]] and "broken.png" in paths[1]
+
+
+@pytest.mark.slow
+def test_features_command_writes_precomp_and_training_runs_on_it(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "features"
+    code = features_main(["--images", str(tiny_dataset), "--backbone", "efficientnet_lite0", "--out", str(out)])
+    assert code == 0 and "train: 32 images x 1280" in capsys.readouterr().out
+    manifest = json.loads((out / "features.json").read_text())
+    assert manifest["feature_dim"] == 1280 and manifest["splits"]["test"]["failed"] == {}
+    records = records_from_source(tiny_dataset)
+    for split in ("train", "val", "test"):
+        grouped = group_by_image([record for record in records if record.split == split])
+        features = np.load(out / f"{split}_ims.npy")
+        assert features.shape == (grouped.num_images, 1280) and np.isfinite(features).all()
+        assert (out / f"{split}_caps.txt").read_text().splitlines() == list(grouped.captions)
+    # the precomp reader reads the split back: three captions per row, in order
+    precomp = read_precomp(out, "test")
+    assert [record.caption for record in precomp] == list(
+        group_by_image([record for record in records if record.split == "test"]).captions
+    )
+
+    config = tiny_config(tiny_dataset, tmp_path / "run")
+    config = config.__class__(
+        **{
+            **config.__dict__,
+            "data": DataConfig(**{**config.data.__dict__, "features_dir": str(out)}),
+            "image": ImageTowerConfig(backbone="features", feature_dim=1280),
+        }
+    )
+    run = train(config, verbose=0)
+    assert run.model.image_encoder.input.shape[-1] == 1280  # the tower reads features, not pixels
+    metrics = evaluate_run(run, "test")  # the test split's rows come from test_ims.npy
+    assert {"rsum", "i2t_map", "t2i_map"} <= set(metrics) and 0 < metrics["rsum"] <= 600

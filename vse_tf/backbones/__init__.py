@@ -1,0 +1,1 @@
+"""Pretrained image backbones written as Keras functional models, and their weight converters."""

@@ -1,0 +1,50 @@
+"""From a data config to screened, grouped splits: read -> choose splits -> screen -> group.
+
+Plain Python (readers + Pillow screening); the tf.data side is :mod:`vse_tf.pipeline`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vse_tf.config import ExperimentConfig
+from vse_tf.data.datasets import read_records, select_splits
+from vse_tf.data.records import RetrievalSplit, group_by_image
+from vse_tf.data.screening import screen_records
+from vse_tf.data.skips import SkipLog
+
+
+def load_splits(config: ExperimentConfig, names: Sequence[str], skips: SkipLog) -> dict[str, RetrievalSplit]:
+    """Reads the dataset once and returns each named split, screened and grouped by image.
+
+    ``train`` includes ``restval`` when ``data.include_restval`` is set. Records refused
+    by the readers (over the whole dataset) and by the screening (over these splits) are
+    counted in ``skips``. Image files are not checked for the ``features`` backbone.
+
+    Raises:
+        ValueError: a split has no captions, or none left after screening.
+    """
+    records = read_records(config.data, skips)
+    splits = {}
+    for name in names:
+        wanted = ("train", "restval") if name == "train" and config.data.include_restval else (name,)
+        chosen = select_splits(records, wanted)
+        if not chosen:
+            raise ValueError(f"{_source(config)}: no captions in split(s) {wanted}")
+        kept = screen_records(
+            chosen,
+            skips,
+            check_images=config.image.backbone != "features",
+            max_image_pixels=config.data.max_image_pixels,
+        )
+        if not kept:
+            raise ValueError(f"{_source(config)}: every record of split(s) {wanted} was skipped ({skips.summary()})")
+        splits[name] = group_by_image(kept)
+    return splits
+
+
+def _source(config: ExperimentConfig) -> str:
+    data = config.data
+    if data.format == "karpathy" and not data.annotations:
+        return str(data.json_path())
+    return f"{data.data_dir} (data.format={data.format})"
