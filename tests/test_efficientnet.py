@@ -10,7 +10,9 @@ import json
 import keras
 import numpy as np
 import pytest
+import skimage.data as skimage_data
 import tensorflow as tf
+import torch  # the [test] extra installs torch and scikit-image: these tests run in CI
 
 from export.convert_weights import main as convert_main
 from vse_tf.backbones import efficientnet_lite
@@ -19,9 +21,7 @@ from vse_tf.config import ExperimentConfig, ImageTowerConfig
 from vse_tf.serving import image_serving_model, write_serving_model
 from vse_tf.towers import build_image_tower
 
-torch = pytest.importorskip("torch")  # the [test] extra installs it; CI runs these tests
 functional = torch.nn.functional
-skimage_data = pytest.importorskip("skimage.data")
 
 # ImageNet class indices (no class-name file ships offline): 281 tabby, 282 tiger cat,
 # 283 Persian, 284 Siamese, 285 Egyptian cat; 504 coffee mug, 967 espresso, 968 cup.
@@ -154,3 +154,13 @@ def test_tower_uses_pretrained_pooled_features_and_exports(lite0_weights, classi
     np.testing.assert_allclose(served, tower(photos, training=False).numpy(), atol=1e-5)
     card = json.loads((target / "assets.extra" / "model_card.json").read_text())
     assert card["custom_ops"] == []
+
+
+def test_tower_resizes_other_sizes_and_round_trips_its_config():
+    tower = build_image_tower(ImageTowerConfig(backbone="efficientnet_lite0", image_size=64), embed_dim=8)
+    assert tower.get_layer("resize_224").output.shape[1:3] == (224, 224)
+    clone = keras.Model.from_config(tower.get_config())
+    clone.set_weights(tower.get_weights())
+    pixels = np.random.default_rng(1).uniform(0, 255, size=(2, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(clone(pixels).numpy(), tower(pixels).numpy(), atol=1e-6)
+    assert [weight.path for weight in clone.trainable_weights] == ["projection/kernel", "projection/bias"]

@@ -10,8 +10,13 @@ from PIL import Image
 from export.features import main as features_main
 from vse_tf.config import DataConfig, ImageTowerConfig
 from vse_tf.data.precomp import read_precomp
-from vse_tf.data.records import group_by_image
-from vse_tf.features import build_feature_extractor, extract_features, load_on_white, records_from_source
+from vse_tf.features import (
+    build_feature_extractor,
+    dataset_splits,
+    extract_features,
+    load_on_white,
+    source_data_config,
+)
 from vse_tf.training import evaluate_run, train
 
 
@@ -42,17 +47,14 @@ def test_features_command_writes_precomp_and_training_runs_on_it(tiny_dataset, t
     assert code == 0 and "train: 32 images x 1280" in capsys.readouterr().out
     manifest = json.loads((out / "features.json").read_text())
     assert manifest["feature_dim"] == 1280 and manifest["splits"]["test"]["failed"] == {}
-    records = records_from_source(tiny_dataset)
-    for split in ("train", "val", "test"):
-        grouped = group_by_image([record for record in records if record.split == split])
+    splits = dataset_splits(source_data_config(tiny_dataset, tmp_path))
+    assert sorted(splits) == ["test", "train", "val"]
+    for split, grouped in splits.items():
         features = np.load(out / f"{split}_ims.npy")
         assert features.shape == (grouped.num_images, 1280) and np.isfinite(features).all()
         assert (out / f"{split}_caps.txt").read_text().splitlines() == list(grouped.captions)
     # the precomp reader reads the split back: three captions per row, in order
-    precomp = read_precomp(out, "test")
-    assert [record.caption for record in precomp] == list(
-        group_by_image([record for record in records if record.split == "test"]).captions
-    )
+    assert [record.caption for record in read_precomp(out, "test")] == list(splits["test"].captions)
 
     config = tiny_config(tiny_dataset, tmp_path / "run")
     config = config.__class__(
@@ -66,3 +68,15 @@ def test_features_command_writes_precomp_and_training_runs_on_it(tiny_dataset, t
     assert run.model.image_encoder.input.shape[-1] == 1280  # the tower reads features, not pixels
     metrics = evaluate_run(run, "test")  # the test split's rows come from test_ims.npy
     assert {"rsum", "i2t_map", "t2i_map"} <= set(metrics) and 0 < metrics["rsum"] <= 600
+
+
+def test_source_is_found_or_named(tiny_dataset, tmp_path):
+    data = source_data_config(tiny_dataset, tmp_path, format="karpathy")
+    assert (data.data_dir, data.dataset, data.format) == (str(tiny_dataset), "tiny", "karpathy")
+    assert source_data_config(tiny_dataset / "dataset_tiny.json", tmp_path) == data
+    assert (
+        source_data_config(tmp_path, tmp_path, format="coco", annotations="c_{split}.json").annotations
+        == "c_{split}.json"
+    )
+    with pytest.raises(FileNotFoundError, match="expected one dataset_\\*.json"):
+        source_data_config(tmp_path, tmp_path)

@@ -15,7 +15,7 @@ from vse_tf.data.openclipart import (
     split_of,
     write_karpathy_json,
 )
-from vse_tf.features import records_from_source
+from vse_tf.features import dataset_splits, source_data_config
 
 SVG = """<?xml version="1.0" encoding="UTF-8" standalone="no"?>
 <svg xmlns="http://www.w3.org/2000/svg" xmlns:dc="http://purl.org/dc/elements/1.1/"
@@ -126,4 +126,32 @@ def test_records_train_on_every_field_evaluate_on_titles_and_round_trip_as_karpa
         (r.caption, r.split, r.category, r.image_id) for r in records
     ]
     assert {os.path.realpath(r.image_ref) for r in again} == {os.path.realpath(r.image_ref) for r in records}
-    assert len(records_from_source(clipart_tree)) == len(openclipart_records(read_openclipart(clipart_tree)[0])[0])
+
+
+def test_features_source_reads_the_tree_through_the_training_reader(clipart_tree, tmp_path):
+    data = source_data_config(clipart_tree, tmp_path / "work")
+    assert (data.dataset, data.image_root) == ("openclipart", str(clipart_tree))
+    splits = dataset_splits(data)
+    records, _ = openclipart_records(read_openclipart(clipart_tree)[0])
+    assert sum(split.num_captions for split in splits.values()) == len(records)
+    assert {category for split in splits.values() for category in split.categories} <= {"animals", "food"}
+
+
+def test_openclipart_is_a_data_format_whose_skips_are_counted(clipart_tree):
+    from vse_tf.config import DataConfig
+    from vse_tf.data.datasets import read_records
+    from vse_tf.data.skips import SkipLog
+
+    skips = SkipLog()
+    records = read_records(DataConfig(format="openclipart", data_dir=str(clipart_tree)), skips)
+    drawings, _ = read_openclipart(clipart_tree, val_fraction=0.05, test_fraction=0.05)  # DataConfig defaults
+    expected, without_text = openclipart_records(drawings)
+    # (a tree this small may lack a val or test drawing; read_records then carves one from train)
+    assert [(r.image_ref, r.caption, r.category) for r in records] == [
+        (r.image_ref, r.caption, r.category) for r in expected
+    ]
+    assert skips.skipped["no SVG of the same name"] == 1
+    assert skips.skipped["unreadable SVG (ParseError)"] == 1
+    assert any(path.endswith("lonely.png") for path in skips.examples["no SVG of the same name"])
+    for reason, count in without_text.items():
+        assert skips.skipped[reason] == count

@@ -130,6 +130,8 @@ def test_precomp_five_captions_per_row_dev_as_val_and_feature_rows(tmp_path):
     split = load_split(config, "train").head(3)
     np.testing.assert_array_equal(split_features(split, "train", config.data, config.image), train)
     assert load_split(config, "val").num_images == 2
+    with pytest.raises(ValueError, match="needs image.backbone='features'"):
+        load_split(dataclasses.replace(config, image=ImageTowerConfig()), "train")
 
 
 def test_precomp_count_mismatch_names_both_files(tmp_path):

@@ -29,9 +29,11 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from vse_tf.config import IMAGE_BACKBONES, ImageTowerConfig, write_text_atomic
-from vse_tf.data.karpathy import read_karpathy_json
+from vse_tf.config import IMAGE_BACKBONES, DataConfig, ExperimentConfig, ImageTowerConfig, write_text_atomic
+from vse_tf.data.datasets import read_records
 from vse_tf.data.records import CaptionRecord, RetrievalSplit, group_by_image
+from vse_tf.data.skips import SkipLog
+from vse_tf.data.splits import load_splits
 from vse_tf.towers import build_image_tower
 
 SPLITS = ("train", "val", "test")
@@ -118,33 +120,61 @@ def extract_features(
     return SplitFeatures(features.astype(np.float32), failed)
 
 
-def records_from_source(source: str | os.PathLike, image_root: str | os.PathLike = "") -> list[CaptionRecord]:
-    """Caption records from a Karpathy ``dataset_*.json`` (or a folder holding exactly one)
-    or an Open Clip Art tree (a folder with ``png/`` and ``svg/``).
+def source_data_config(
+    source: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    format: str = "auto",
+    image_root: str = "",
+    annotations: str = "",
+) -> DataConfig:
+    """The data config of a dataset to extract features from.
+
+    ``source`` is an Open Clip Art tree (a folder with ``png/`` and ``svg/``: it is written
+    as ``work_dir/dataset_openclipart.json`` in the Karpathy layout first), a Karpathy
+    ``dataset_<name>.json`` or its folder (``format="auto"``), or a folder in any
+    ``data.format`` the project reads (``format`` given, with ``annotations`` and
+    ``image_root`` as in :class:`vse_tf.config.DataConfig`).
 
     Raises:
-        FileNotFoundError: nothing readable at ``source`` (the message says what was expected).
+        FileNotFoundError: ``format="auto"`` found no dataset at ``source``.
     """
     source = Path(source)
-    if source.is_dir() and (source / "png").is_dir() and (source / "svg").is_dir():
-        from vse_tf.data.openclipart import openclipart_records, read_openclipart
+    if format == "auto" and source.is_dir() and (source / "png").is_dir() and (source / "svg").is_dir():
+        from vse_tf.data.openclipart import openclipart_records, read_openclipart, write_karpathy_json
 
         drawings, report = read_openclipart(source)
         print(report.describe(), file=sys.stderr)
-        return openclipart_records(drawings)[0]
+        write_karpathy_json(
+            openclipart_records(drawings)[0], Path(work_dir) / "dataset_openclipart.json", source, "openclipart"
+        )
+        return DataConfig(data_dir=str(work_dir), dataset="openclipart", image_root=str(source))
+    if format not in ("auto", "karpathy"):
+        return DataConfig(data_dir=str(source), format=format, annotations=annotations, image_root=image_root)
     json_path = source
     if source.is_dir():
         candidates = sorted(source.glob("dataset_*.json"))
         if len(candidates) != 1:
             raise FileNotFoundError(
-                f"{source}: expected one dataset_*.json (Karpathy layout) or png/ + svg/ (Open Clip Art), "
-                f"found {[path.name for path in candidates]}"
+                f"{source}: expected one dataset_*.json (Karpathy layout) or png/ + svg/ (Open Clip Art), found "
+                f"{[path.name for path in candidates]}; for another layout pass its data.format"
             )
         json_path = candidates[0]
     if not json_path.is_file():
         raise FileNotFoundError(f"{json_path}: no such dataset file or folder")
-    root = Path(image_root) if image_root else json_path.parent / "images"
-    return read_karpathy_json(json_path, root)
+    name = json_path.stem.removeprefix("dataset_")
+    return DataConfig(data_dir=str(json_path.parent), dataset=name, image_root=image_root)
+
+
+def dataset_splits(data: DataConfig, names: Sequence[str] = SPLITS) -> dict[str, RetrievalSplit]:
+    """The splits exactly as training with ``image.backbone="features"`` reads them (same
+    reader, screening and order), so row i of ``{split}_ims.npy`` is image i of the split.
+    Splits the dataset lacks are left out."""
+    present = {record.split for record in read_records(data, SkipLog())}
+    if data.include_restval and "restval" in present:
+        present.add("train")
+    wanted = [name for name in names if name in present]
+    config = ExperimentConfig(data=data, image=ImageTowerConfig(backbone="features"))
+    return load_splits(config, wanted, SkipLog())
 
 
 def write_precomp_features(
@@ -155,6 +185,24 @@ def write_precomp_features(
     image_size: int | None = None,
     batch_size: int = 64,
     splits: Sequence[str] = SPLITS,
+    progress: bool = False,
+) -> dict:
+    """:func:`write_split_features` for caption records, grouped by image per split."""
+    grouped = {}
+    for name in splits:
+        split_records = [record for record in records if record.split == name]
+        if split_records:
+            grouped[name] = group_by_image(split_records)
+    return write_split_features(grouped, out_dir, backbone, weights, image_size, batch_size, progress)
+
+
+def write_split_features(
+    splits: dict[str, RetrievalSplit],
+    out_dir: str | os.PathLike,
+    backbone: str,
+    weights: str = "",
+    image_size: int | None = None,
+    batch_size: int = 64,
     progress: bool = False,
 ) -> dict:
     """Writes ``{split}_ims.npy``, ``{split}_caps.txt`` and ``features.json`` (see the module doc).
@@ -172,11 +220,7 @@ def write_precomp_features(
         "feature_dim": int(extractor.output.shape[-1]),
         "splits": {},
     }
-    for split_name in splits:
-        split_records = [record for record in records if record.split == split_name]
-        if not split_records:
-            continue
-        split = group_by_image(split_records)
+    for split_name, split in splits.items():
         if progress:
             print(f"{split_name}: {split.num_images} images", file=sys.stderr)
         result = extract_features(list(split.image_refs), extractor, batch_size, progress)

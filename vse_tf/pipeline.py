@@ -142,7 +142,7 @@ def training_images(
         deterministic=config.data.deterministic,
     ).ignore_errors()
     if tracker is not None:
-        decoded = decoded.map(tracker.mark)
+        decoded = decoded.map(tracker.mark, num_parallel_calls=AUTOTUNE, deterministic=config.data.deterministic)
     images = decoded.map(lambda image, position, rest: (image, rest))
     if cache_decision(split, config)[0]:
         images = images.cache()

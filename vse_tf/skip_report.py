@@ -27,9 +27,15 @@ class DecodeFailureReport(keras.callbacks.Callback):
     decode is counted (with its captions) as ``decode_failed`` and the report rewritten.
     """
 
-    def __init__(self, tracker: DecodeTracker, split: RetrievalSplit, skips: SkipLog, run_dir: Path, verbose=True):
+    def __init__(
+        self, tracker: DecodeTracker, split: RetrievalSplit, skips: SkipLog, run_dir: Path, verbose: bool = True
+    ) -> None:
         super().__init__()
-        self.tracker, self.split, self.skips, self.run_dir, self.verbose = tracker, split, skips, run_dir, verbose
+        self.tracker = tracker
+        self.split = split
+        self.skips = skips
+        self.run_dir = run_dir
+        self.verbose = verbose
         self.checked = False
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:

@@ -39,7 +39,7 @@ def read_coco_captions(
     """
     json_path = Path(json_path)
     document = load_json(json_path)
-    where = f"{json_path}:"
+    where = str(json_path)
     images = field(document, "images", list, where)
     annotations = field(document, "annotations", list, where)
     paths: dict[int, str | None] = {}

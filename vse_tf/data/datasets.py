@@ -23,6 +23,7 @@ from vse_tf.data.coco import read_coco_captions
 from vse_tf.data.common import KNOWN_SPLITS, hashed_fraction
 from vse_tf.data.folders import read_folder_records
 from vse_tf.data.karpathy import read_karpathy_json
+from vse_tf.data.openclipart import openclipart_records, read_openclipart
 from vse_tf.data.pairs import index_images, read_pair_list
 from vse_tf.data.precomp import ROW_SEPARATOR, read_precomp
 from vse_tf.data.records import CaptionRecord
@@ -152,6 +153,18 @@ def _read_wikipedia(data: DataConfig, skips: SkipLog | None) -> list[CaptionReco
     return records
 
 
+def _read_openclipart(data: DataConfig, skips: SkipLog | None) -> list[CaptionRecord]:
+    """``data.data_dir`` is the tree holding ``png/`` and ``svg/`` (Debian: /usr/share/openclipart)."""
+    drawings, report = read_openclipart(data.data_dir, data.val_fraction, data.test_fraction, data.max_image_pixels)
+    records, without_text = openclipart_records(drawings)
+    if skips is not None:
+        for reason, count in report.skipped.items():
+            skips.skip(reason, report.examples[reason], count)
+        for reason, count in without_text.items():
+            skips.skip(reason, data.data_dir, count)
+    return records
+
+
 def _read_table(data: DataConfig, skips: SkipLog | None) -> list[CaptionRecord]:
     reader = read_jsonl if data.format == "jsonl" else read_csv
     records: list[CaptionRecord] = []
@@ -170,4 +183,5 @@ _READERS = {
     "wikipedia": _read_wikipedia,
     "jsonl": _read_table,
     "csv": _read_table,
+    "openclipart": _read_openclipart,
 }

@@ -14,7 +14,6 @@ on every machine and a drawing filed twice lands in one split. Plain Python, no 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import html
 import json
 import os
@@ -23,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from vse_tf.data.common import hashed_fraction
 from vse_tf.data.records import CaptionRecord
 
 DEBIAN_ROOT = Path("/usr/share/openclipart")
@@ -84,8 +84,7 @@ class ReadReport:
 
 def split_of(name: str, val_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
     """``train``/``val``/``test`` from the SHA-1 of a file name: stable everywhere."""
-    digest = hashlib.sha1(name.encode("utf-8", errors="surrogateescape")).digest()
-    position = int.from_bytes(digest[:8], "big") / 2.0**64
+    position = hashed_fraction(name)
     if position < test_fraction:
         return "test"
     if position < test_fraction + val_fraction:

@@ -90,7 +90,9 @@ def read_pair_list(
     return records
 
 
-def _missing(image_path, image_id, text_path, text_id, texts_dir, where) -> str:
+def _missing(
+    image_path: str | None, image_id: str, text_path: Path | None, text_id: str, texts_dir: os.PathLike, where: str
+) -> str:
     if image_path is None:
         return f"{where}: no image file for image id {image_id!r}"
     if text_path is None:

@@ -24,6 +24,11 @@ def load_splits(config: ExperimentConfig, names: Sequence[str], skips: SkipLog) 
     Raises:
         ValueError: a split has no captions, or none left after screening.
     """
+    if config.data.format == "precomp" and config.image.backbone != "features":
+        raise ValueError(
+            f"data.format='precomp' holds features, not images: it needs image.backbone='features', "
+            f"got {config.image.backbone!r}"
+        )
     records = read_records(config.data, skips)
     splits = {}
     for name in names:
