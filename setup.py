@@ -40,6 +40,7 @@ setup(
             "vse-annotate=export.search:annotate_main",
             "vse-convert-weights=export.convert_weights:main",
             "vse-features=export.features:main",
+            "vse-siamese=train.siamese:main",
         ]
     },
 )

@@ -48,11 +48,7 @@ def triplet_ranking_loss(
     Returns:
         A float32 scalar.
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    image_embeddings = tf.cast(image_embeddings, tf.float32)
-    caption_embeddings = tf.cast(caption_embeddings, tf.float32)
-    scores = tf.matmul(image_embeddings, caption_embeddings, transpose_b=True)
+    scores = _similarity_scores(image_embeddings, caption_embeddings, reduction)
     positives = tf.linalg.diag_part(scores)
     # cost_caption[i, c]: caption c outranks image i's own caption; cost_image[k, i]: image k
     # outranks caption i's own image.
@@ -65,8 +61,22 @@ def triplet_ranking_loss(
     every = tf.reduce_sum(cost_caption, axis=1) + tf.reduce_sum(cost_image, axis=0)
     per_pair = tf.where(tf.cast(max_violation, tf.bool), hardest, every)
     total = tf.reduce_sum(per_pair)
+    return _reduce(total, scores, reduction)
+
+
+def _similarity_scores(image_embeddings: tf.Tensor, caption_embeddings: tf.Tensor, reduction: str) -> tf.Tensor:
+    """``float32 [B, B]`` dot products, image rows by caption columns (checks ``reduction``)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    image_embeddings = tf.cast(image_embeddings, tf.float32)
+    caption_embeddings = tf.cast(caption_embeddings, tf.float32)
+    return tf.matmul(image_embeddings, caption_embeddings, transpose_b=True)
+
+
+def _reduce(total: tf.Tensor, scores: tf.Tensor, reduction: str) -> tf.Tensor:
+    """The summed loss, or (``"mean"``) the sum divided by the batch size."""
     if reduction == "mean":
-        total = total / tf.cast(tf.shape(scores)[0], tf.float32)
+        return total / tf.cast(tf.shape(scores)[0], tf.float32)
     return total
 
 
@@ -117,18 +127,12 @@ def pairwise_similarity_loss(
     Returns:
         A float32 scalar.
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    image_embeddings = tf.cast(image_embeddings, tf.float32)
-    caption_embeddings = tf.cast(caption_embeddings, tf.float32)
-    scores = tf.matmul(image_embeddings, caption_embeddings, transpose_b=True)
+    scores = _similarity_scores(image_embeddings, caption_embeddings, reduction)
     if labels is None:
         labels = 1.0 - _negative_mask(tf.shape(scores)[0], image_ids)
     logits = scale * (scores - offset)
     total = tf.reduce_sum(tf.nn.softplus(logits) - tf.cast(labels, tf.float32) * logits)
-    if reduction == "mean":
-        total = total / tf.cast(tf.shape(scores)[0], tf.float32)
-    return total
+    return _reduce(total, scores, reduction)
 
 
 def fine_grained_labels(
