@@ -4,13 +4,15 @@
     python -m bench.finegrained --data.format wikipedia --data.data_dir data/wikipedia \
         --results_name finegrained_wikipedia          # any labelled set; every --section.field flag works
 
-Three steps on one labelled dataset, one config:
+Four steps on one labelled dataset, one config:
 1. the siamese text network (``train.siamese``'s library call) learns text similarity from
    the training texts' categories and writes one vector per training text;
 2. a model trained with ``loss.kind=pairwise`` (label 1 for a text and its own image, 0
    for every other pair of the batch);
-3. the same model trained with ``loss.kind=finegrained`` (labels from the siamese vectors).
-Both are evaluated on the test split: image -> text and text -> image MAP (relevant =
+3. the same model with ``loss.kind=category`` (label 1 for every same-category pair: the
+   hard labels that fine-grained labels refine);
+4. the same model with ``loss.kind=finegrained`` (labels from the siamese vectors).
+All three are evaluated on the test split: image -> text and text -> image MAP (relevant =
 same category, :func:`vse_tf.evaluation.evaluate_map`) and R@1. Prints a table and writes
 ``bench/results/<results_name>.json`` with the config, timings and the siamese network's
 label separation on the validation texts.
@@ -41,7 +43,8 @@ from vse_tf.config import (
 from vse_tf.siamese import encode_texts, label_separation, texts_with_categories, train_siamese
 from vse_tf.training import evaluate_run, load_split, train
 
-KINDS = ("pairwise", "finegrained")
+KINDS = ("pairwise", "category", "finegrained")
+ROW_NAMES = {"pairwise": "binary: image", "category": "binary: category", "finegrained": "fine-grained"}
 
 
 def bench_config(run_dir: Path, epochs: int) -> ExperimentConfig:
@@ -115,14 +118,14 @@ def run_kind(config: ExperimentConfig, kind: str) -> dict:
 
 def format_table(results: dict) -> str:
     lines = [
-        f"{'labels':<14}{'i2t MAP':>9}{'t2i MAP':>9}{'mean':>8}{'i2t R@1':>9}{'t2i R@1':>9}{'train s':>9}",
-        "-" * 67,
+        f"{'labels':<18}{'i2t MAP':>9}{'t2i MAP':>9}{'mean':>8}{'i2t R@1':>9}{'t2i R@1':>9}{'train s':>9}",
+        "-" * 71,
     ]
     for kind in KINDS:
         row = results[kind]
-        name = "binary" if kind == "pairwise" else "fine-grained"
+        name = ROW_NAMES[kind]
         lines.append(
-            f"{name:<14}{row['i2t_map']:>9.4f}{row['t2i_map']:>9.4f}{row['mean_map']:>8.4f}"
+            f"{name:<18}{row['i2t_map']:>9.4f}{row['t2i_map']:>9.4f}{row['mean_map']:>8.4f}"
             f"{row['i2t_r1']:>9.1f}{row['t2i_r1']:>9.1f}{row['wall_s']:>9.0f}"
         )
     return "\n".join(lines)
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser)
     parser.add_argument("--run_dir", default="runs/bench_finegrained", help="base of the run directories")
-    parser.add_argument("--epochs", type=int, default=8, help="epochs of each of the two models")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of each model")
     parser.add_argument("--results_name", default="finegrained", help="bench/results/<name>.json")
     args = parser.parse_args(argv)
     config = config_from_args(args)

@@ -1,5 +1,6 @@
 """Fine-grained labels: the pairwise similarity loss, the siamese network, DualEncoder wiring."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,9 +15,9 @@ from conftest import tiny_config
 
 from vse_tf.config import LossConfig, SiameseConfig, with_overrides
 from vse_tf.graph_text import initialize_word_graph
-from vse_tf.losses import fine_grained_labels, pairwise_similarity_loss
+from vse_tf.losses import fine_grained_labels, pairwise_similarity_loss, same_category_labels
 from vse_tf.model import build_dual_encoder, build_optimizer
-from vse_tf.pipeline import training_dataset
+from vse_tf.pipeline import category_table, training_dataset
 from vse_tf.siamese import TextVectors, contrastive_loss, label_separation, sample_pairs, train_siamese
 from vse_tf.text import SentenceTokenizer, build_vocabulary
 from vse_tf.training import fine_grained_text_vectors, load_split, restore_run, train
@@ -177,10 +178,11 @@ def test_loss_kind_is_in_the_config_and_the_model():
         SiameseConfig(positive_fraction=1.0)
 
 
-def test_fine_grained_labels_are_gathered_across_replicas():
+@pytest.mark.parametrize("kind", ["finegrained", "category"])
+def test_fine_grained_and_category_labels_are_gathered_across_replicas(kind):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "scripts" / "finegrained_replicas.py")],
+        [sys.executable, str(ROOT / "tests" / "scripts" / "finegrained_replicas.py"), kind],
         capture_output=True,
         text=True,
         env=env,
@@ -242,3 +244,38 @@ def test_train_refuses_fine_grained_without_vectors(tiny_dataset, tmp_path):
     config = finegrained_config(tiny_dataset, tmp_path, **{"loss.text_vectors": ""})
     with pytest.raises(ValueError, match="needs loss.text_vectors"):
         train(config, verbose=0)
+
+
+def test_category_labels_mark_every_same_category_pair():
+    labels = same_category_labels(tf.constant([2, 0, 2, 1, 0], tf.int64)).numpy()
+    expected = np.array([[a == b for b in (2, 0, 2, 1, 0)] for a in (2, 0, 2, 1, 0)], dtype=np.float32)
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_category_kind_trains_on_same_category_labels(tiny_dataset, tmp_path):
+    config = with_overrides(tiny_config(tiny_dataset, tmp_path / "run"), {"loss.kind": "category"})
+    split = load_split(config, "train")
+    vocabulary = build_vocabulary(split.captions)
+    dataset = training_dataset(split, SentenceTokenizer(vocabulary, 8), config)
+    batch = next(iter(dataset))
+    names = sorted(set(split.categories))
+    category_of = {image_id: names.index(name) for image_id, name in zip(split.image_ids, split.categories)}
+    assert batch["category_id"].numpy().tolist() == [category_of[int(i)] for i in batch["image_id"].numpy()]
+    assert len(set(batch["category_id"].numpy().tolist())) < len(batch["category_id"])  # shared categories
+    keras.utils.set_random_seed(0)
+    model = build_dual_encoder(config, vocabulary)
+    embeddings = model(batch)
+    arguments = (embeddings["image_embeddings"], embeddings["caption_embeddings"])
+    by_category = pairwise_similarity_loss(*arguments, labels=same_category_labels(batch["category_id"]))
+    by_image = pairwise_similarity_loss(*arguments, image_ids=batch["image_id"])
+    model.compile(optimizer=build_optimizer(config, steps_per_epoch=4))
+    single = tf.data.Dataset.from_tensors(batch)
+    assert model.evaluate(single, verbose=0) == pytest.approx(float(by_category), rel=1e-5)
+    assert float(by_category) != pytest.approx(float(by_image), rel=1e-3)
+
+
+def test_category_kind_names_an_image_without_a_category(tiny_dataset, tmp_path):
+    split = load_split(tiny_config(tiny_dataset, tmp_path / "run"), "train")
+    unlabelled = dataclasses.replace(split, categories=("",) + split.categories[1:])
+    with pytest.raises(ValueError, match="needs a category for every training image; .*" + split.image_refs[0][-12:]):
+        category_table(unlabelled)

@@ -22,7 +22,7 @@ SAMPLING_MODES = ("image", "caption")
 STRATEGIES = ("default", "mirrored", "multiworker")
 DATA_FORMATS = ("karpathy", "coco", "precomp", "folders", "wikipedia", "jsonl", "csv", "openclipart")
 TEXT_ENCODERS = ("gru", "graph")
-LOSS_KINDS = ("triplet", "pairwise", "finegrained")
+LOSS_KINDS = ("triplet", "pairwise", "category", "finegrained")
 MONITORS = ("val_rsum", "val_mean_map")
 
 
@@ -171,8 +171,9 @@ class LossConfig:
         warmup_epochs: epochs of the sum of hinges before max violation starts
             (max violation from step 0 can collapse every embedding to one point).
         kind: ``triplet`` (VSE++ hinge), ``pairwise`` (pairwise similarity loss with 0/1
-            labels: same image or not) or ``finegrained`` (the same loss with labels from
-            siamese text vectors, Xu et al. 2019).
+            labels: same image or not), ``category`` (the same loss with 0/1 labels: same
+            category or not; the hard-label baseline of Xu et al. 2019) or ``finegrained``
+            (the same loss with labels from siamese text vectors, Xu et al. 2019).
         pairwise_scale: ``pairwise``/``finegrained``: logit = scale * (similarity - offset).
         pairwise_offset: see ``pairwise_scale``.
         text_vectors: ``finegrained``: the ``.npz`` written by ``python -m train.siamese``

@@ -157,3 +157,19 @@ def fine_grained_labels(
     similarity = tf.clip_by_value(tf.matmul(text_vectors, text_vectors, transpose_b=True), 0.0, 1.0)
     positives = 1.0 - _negative_mask(tf.shape(text_vectors)[0], image_ids)
     return tf.maximum(strength * similarity, positives)
+
+
+def same_category_labels(category_ids: tf.Tensor) -> tf.Tensor:
+    """Binary labels by category: 1 where image ``i`` and caption ``c`` share a category.
+
+    The hard labels that fine-grained labels refine: every same-category pair is relevant
+    (a caption and its own image always are), every other pair is not.
+
+    Args:
+        category_ids: ``int [B]``, the category of each row's image.
+
+    Returns:
+        ``float32 [B, B]`` of 0 and 1, symmetric.
+    """
+    category_ids = tf.reshape(category_ids, [-1])
+    return tf.cast(tf.equal(category_ids[:, None], category_ids[None, :]), tf.float32)

@@ -9,8 +9,15 @@ import keras
 import tensorflow as tf
 
 from vse_tf.config import LOSS_KINDS, ExperimentConfig
-from vse_tf.losses import fine_grained_labels, pairwise_similarity_loss, triplet_ranking_loss
+from vse_tf.losses import fine_grained_labels, pairwise_similarity_loss, same_category_labels, triplet_ranking_loss
 from vse_tf.towers import build_image_tower, build_text_tower
+
+# The batch entry each pairwise loss kind builds its labels from.
+LABEL_SOURCES = {"finegrained": "text_vector", "category": "category_id"}
+_SOURCE_HINTS = {
+    "text_vector": "set loss.text_vectors to the file written by `python -m train.siamese`",
+    "category_id": "every training image needs a category",
+}
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
@@ -19,7 +26,8 @@ class DualEncoder(keras.Model):
 
     Inputs are batches ``{"image": [B, ...], "tokens": int64 [B, L], "image_id": int64 [B]}``
     (plus ``"text_vector": float32 [B, S]``, siamese vectors of the captions, for
-    ``loss_kind="finegrained"``); row i of "image" and "tokens" is a positive pair, every
+    ``loss_kind="finegrained"``, or ``"category_id": int64 [B]`` for ``"category"``);
+    row i of "image" and "tokens" is a positive pair, every
     other row a negative.
     ``max_violation`` is a non-trainable variable so that a callback can switch from the
     sum of hinges to the hardest negative without retracing the step.
@@ -29,7 +37,7 @@ class DualEncoder(keras.Model):
         text_encoder: model ``int64 [B, L] -> [B, D]`` unit rows.
         margin: hinge margin.
         max_violation: initial value of the hardest-negative switch.
-        loss_kind: ``triplet``, ``pairwise`` or ``finegrained`` (see :mod:`vse_tf.losses`).
+        loss_kind: ``triplet``, ``pairwise``, ``category`` or ``finegrained`` (see :mod:`vse_tf.losses`).
         pairwise_scale: logit scale of the pairwise losses.
         pairwise_offset: similarity at which their logit is 0.
         finegrained_strength: scale of the fine-grained labels of non-matching pairs.
@@ -74,18 +82,17 @@ class DualEncoder(keras.Model):
             "caption_embeddings": self.text_encoder(inputs["tokens"], training=training),
         }
 
-    def ranking_loss(self, embeddings: dict, image_ids: tf.Tensor, text_vectors: tf.Tensor | None = None) -> tf.Tensor:
-        """The summed loss of one batch (``text_vectors`` ``[B, S]`` for ``finegrained``)."""
+    def ranking_loss(self, embeddings: dict, image_ids: tf.Tensor, label_source: tf.Tensor | None = None) -> tf.Tensor:
+        """The summed loss of one batch.
+
+        ``label_source`` is what the pairwise labels come from: ``float [B, S]`` siamese
+        text vectors for ``finegrained``, ``int [B]`` category ids for ``category``.
+        """
         if self.loss_kind != "triplet":
-            labels = (
-                None
-                if self.loss_kind == "pairwise"
-                else fine_grained_labels(text_vectors, image_ids, self.finegrained_strength)
-            )
             return pairwise_similarity_loss(
                 embeddings["image_embeddings"],
                 embeddings["caption_embeddings"],
-                labels=labels,
+                labels=self._pair_labels(image_ids, label_source),
                 scale=self.pairwise_scale,
                 offset=self.pairwise_offset,
                 reduction="sum",
@@ -100,6 +107,13 @@ class DualEncoder(keras.Model):
             image_ids=image_ids,
         )
 
+    def _pair_labels(self, image_ids: tf.Tensor, label_source: tf.Tensor | None) -> tf.Tensor | None:
+        if self.loss_kind == "finegrained":
+            return fine_grained_labels(label_source, image_ids, self.finegrained_strength)
+        if self.loss_kind == "category":
+            return same_category_labels(label_source)
+        return None  # pairwise: 1 for a caption and its own image, from image_ids
+
     def global_batch_loss(self, data, training: bool) -> tf.Tensor:
         """The loss of the global batch: every replica's embeddings are negatives.
 
@@ -109,18 +123,18 @@ class DualEncoder(keras.Model):
         """
         embeddings = self(data, training=training)
         local = [embeddings["image_embeddings"], embeddings["caption_embeddings"], data["image_id"]]
-        if self.loss_kind == "finegrained":
-            if "text_vector" not in data:
+        source_key = LABEL_SOURCES.get(self.loss_kind)
+        if source_key is not None:
+            if source_key not in data:
                 raise ValueError(
-                    "loss.kind='finegrained' needs batches with 'text_vector' (set loss.text_vectors to "
-                    "the file written by `python -m train.siamese`)"
+                    f"loss.kind={self.loss_kind!r} needs batches with {source_key!r} ({_SOURCE_HINTS[source_key]})"
                 )
-            local.append(data["text_vector"])  # gathered like the embeddings: labels of the global batch
-        images, captions, image_ids, *text_vectors = gather_from_replicas(local)
+            local.append(data[source_key])  # gathered like the embeddings: labels of the global batch
+        images, captions, image_ids, *label_source = gather_from_replicas(local)
         return self.ranking_loss(
             {"image_embeddings": images, "caption_embeddings": captions},
             image_ids,
-            text_vectors[0] if text_vectors else None,
+            label_source[0] if label_source else None,
         )
 
     def train_step(self, data):

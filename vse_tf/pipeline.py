@@ -84,7 +84,8 @@ def training_dataset(
     Incomplete final batches are dropped so every step sees ``batch_size`` negatives;
     an iteration yields exactly ``pairs // batch_size`` batches.
     With ``text_vectors`` (fine-grained labels) each batch also holds
-    ``"text_vector": float32 [B, S]``, the siamese vector of each caption.
+    ``"text_vector": float32 [B, S]``, the siamese vector of each caption; with
+    ``loss.kind == "category"``, ``"category_id": int64 [B]`` (see :func:`category_table`).
     Images that fail to decode are dropped (see :func:`training_images`) and marked in
     ``tracker``. ``data.deterministic`` fixes the element order (with the seeds, the same
     batches every run).
@@ -99,6 +100,7 @@ def training_dataset(
         pairs = per_image.flat_map(_every_caption).shuffle(
             config.train.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True
         )
+    categories = category_table(split) if config.loss.kind == "category" else None
     batches = pairs.batch(config.train.batch_size, drop_remainder=True)
     batches = batches.map(
         lambda image, caption, image_id: {
@@ -106,10 +108,33 @@ def training_dataset(
             "tokens": tokenizer(caption),
             "image_id": image_id,
             **({} if text_vectors is None else {"text_vector": text_vectors.lookup(caption)}),
+            **({} if categories is None else {"category_id": categories.lookup(image_id)}),
         },
         num_parallel_calls=AUTOTUNE,
     ).prefetch(AUTOTUNE)
     return _exactly_steps(batches, split, config)
+
+
+def category_table(split: RetrievalSplit) -> tf.lookup.StaticHashTable:
+    """Dataset image id -> index of the image's category (category names in sorted order).
+
+    Raises:
+        ValueError: a training image has no category (the message names one).
+    """
+    missing = [ref for ref, category in zip(split.image_refs, split.categories) if not category]
+    if missing:
+        raise ValueError(
+            f"loss.kind='category' needs a category for every training image; {missing[0]} "
+            f"(and {len(missing) - 1} more) has none"
+        )
+    index = {name: position for position, name in enumerate(sorted(set(split.categories)))}
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(split.image_ids, dtype=tf.int64),
+            tf.constant([index[category] for category in split.categories], dtype=tf.int64),
+        ),
+        default_value=-1,
+    )
 
 
 def training_images(

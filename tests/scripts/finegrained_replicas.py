@@ -1,6 +1,9 @@
-"""Run in a fresh process: the fine-grained pairwise loss on one device vs 2 logical CPUs.
+"""Run in a fresh process: the label-carrying pairwise losses on one device vs 2 logical CPUs.
 
-Prints one JSON line: the training loss and weights after 3 SGD steps of each run.
+For the ``loss.kind`` given as argument, finegrained (siamese text vectors) or category
+(category ids), prints one JSON line: the training loss and weights after 3 SGD steps of
+each run. One kind per process: two MirroredStrategy runs of different step graphs in one
+process abort on mismatched collective instances.
 """
 
 import json
@@ -33,6 +36,8 @@ def batches() -> dict:
         "tokens": rng.integers(0, 9, size=(STEPS * GLOBAL_BATCH, 5)).astype(np.int64),
         "image_id": ids,
         "text_vector": vectors / np.linalg.norm(vectors, axis=1, keepdims=True),
+        # three categories: rows on the other replica share categories with this one's
+        "category_id": (ids % 3).astype(np.int64),
     }
 
 
@@ -46,25 +51,25 @@ def train(strategy, config, initial):
     return history.history["loss"][-1], model.get_weights()
 
 
-def main() -> int:
+def compare(kind: str) -> dict:
     config = ExperimentConfig(
         embed_dim=8,
         image=ImageTowerConfig(backbone="features", feature_dim=6),
         text=TextTowerConfig(max_length=5, word_dim=4, gru_units=8),
-        loss=LossConfig(kind="finegrained", text_vectors="unused"),
+        loss=LossConfig(kind=kind, text_vectors="unused"),
     )
     initial = build_dual_encoder(config, VOCABULARY).get_weights()
     one_loss, one_weights = train(tf.distribute.get_strategy(), config, initial)
     two_loss, two_weights = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), config, initial)
-    print(
-        json.dumps(
-            {
-                "loss": [one_loss, two_loss],
-                "weights_moved": max(float(np.max(np.abs(a - b))) for a, b in zip(one_weights, initial)),
-                "weights_max_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(one_weights, two_weights)),
-            }
-        )
-    )
+    return {
+        "loss": [one_loss, two_loss],
+        "weights_moved": max(float(np.max(np.abs(a - b))) for a, b in zip(one_weights, initial)),
+        "weights_max_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(one_weights, two_weights)),
+    }
+
+
+def main() -> int:
+    print(json.dumps(compare(sys.argv[1])))
     return 0
 
 
