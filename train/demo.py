@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", default="data/shapes")
     parser.add_argument("--run_dir", default="runs/demo")
-    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--train_images", type=int, default=6000)
     parser.add_argument("--val_images", type=int, default=1000)
