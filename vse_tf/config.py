@@ -353,11 +353,15 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename."""
+def write_text_atomic(path: Path, text: str, errors: str = "strict") -> None:
+    """Writes ``text`` as UTF-8 to ``path`` through a temporary file and a rename.
+
+    ``errors`` is the encoder's error handler (``backslashreplace`` keeps surrogates from
+    undecodable input visible instead of failing).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(text)
+    temporary.write_text(text, encoding="utf-8", errors=errors)
     os.replace(temporary, path)
 
 

@@ -17,10 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 from vse_tf.config import write_text_atomic
+from vse_tf.data.common import IMAGE_SUFFIXES
 from vse_tf.progress import Progress
 from vse_tf.serving import IMAGE_ENCODER_NAME, TEXT_ENCODER_NAME, ServingModel, write_serving_model
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 INDEX_KINDS = ("images", "captions")
 RETRIEVAL_NAME = "retrieval"
 

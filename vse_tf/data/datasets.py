@@ -158,8 +158,7 @@ def _read_openclipart(data: DataConfig, skips: SkipLog | None) -> list[CaptionRe
     drawings, report = read_openclipart(data.data_dir, data.val_fraction, data.test_fraction, data.max_image_pixels)
     records, without_text = openclipart_records(drawings)
     if skips is not None:
-        for reason, count in report.skipped.items():
-            skips.skip(reason, report.examples[reason], count)
+        skips.merge(report)
         for reason, count in without_text.items():
             skips.skip(reason, data.data_dir, count)
     return records

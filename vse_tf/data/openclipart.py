@@ -24,6 +24,7 @@ from pathlib import Path
 
 from vse_tf.data.common import hashed_fraction
 from vse_tf.data.records import CaptionRecord
+from vse_tf.data.skips import SkipLog
 
 DEBIAN_ROOT = Path("/usr/share/openclipart")
 TEXT_FIELDS = ("title", "keywords", "description")
@@ -63,22 +64,19 @@ class Clipart:
         raise ValueError(f"unknown text field {field!r}, expected one of {TEXT_FIELDS}")
 
 
-@dataclasses.dataclass
-class ReadReport:
-    """What the reader kept and skipped (``skipped`` maps a reason to its count)."""
+class ReadReport(SkipLog):
+    """What the reader skipped and why (a :class:`SkipLog`), plus the drawings kept and the
+    symbolic links read once under another category."""
 
-    drawings: int = 0
-    links_skipped: int = 0
-    skipped: Counter = dataclasses.field(default_factory=Counter)
-    examples: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    def skip(self, reason: str, path: Path) -> None:
-        self.skipped[reason] += 1
-        self.examples.setdefault(reason, str(path))
+    def __init__(self) -> None:
+        super().__init__()
+        self.drawings = 0
+        self.links_skipped = 0
 
     def describe(self) -> str:
         parts = [f"{self.drawings} drawings", f"{self.links_skipped} links to drawings already read"]
-        parts += [f"{count} skipped: {reason} (e.g. {self.examples[reason]})" for reason, count in self.skipped.items()]
+        for reason, count in self.skipped.items():
+            parts.append(f"{count} skipped: {reason} (e.g. {self.examples[reason][0]})")
         return "openclipart: " + "; ".join(parts)
 
 
@@ -124,23 +122,23 @@ def read_openclipart(
         seen.add(real)
         relative = png.relative_to(png_root)
         if len(relative.parts) < 2:
-            report.skip("not inside a category folder", png)
+            report.skip("not inside a category folder", str(png))
             continue
         pixels = png_pixels(png)
         if pixels is None:
-            report.skip("not a PNG", png)
+            report.skip("not a PNG", str(png))
             continue
         if pixels > max_pixels:
-            report.skip(f"more than {max_pixels:,} pixels", png)
+            report.skip(f"more than {max_pixels:,} pixels", str(png))
             continue
         svg = (svg_root / relative).with_suffix(".svg")
         if not svg.is_file():
-            report.skip("no SVG of the same name", png)
+            report.skip("no SVG of the same name", str(png))
             continue
         try:
             title, keywords, description = read_svg_metadata(svg)
         except (ElementTree.ParseError, UnicodeDecodeError, OSError) as error:
-            report.skip(f"unreadable SVG ({type(error).__name__})", svg)
+            report.skip(f"unreadable SVG ({type(error).__name__})", str(svg))
             continue
         drawings.append(
             Clipart(

@@ -11,6 +11,8 @@ import collections
 import json
 from pathlib import Path
 
+from vse_tf.config import write_text_atomic
+
 # Examples kept per reason in ``skipped.json`` (the counts are always complete).
 MAX_EXAMPLES = 100
 
@@ -32,6 +34,14 @@ class SkipLog:
         """Counts one record kept after a repair (e.g. invalid UTF-8 replaced)."""
         self.repaired[reason] += 1
         self._example(reason, where)
+
+    def merge(self, other: SkipLog) -> None:
+        """Adds another log's counts and example files to this one."""
+        self.skipped.update(other.skipped)
+        self.repaired.update(other.repaired)
+        for reason, files in other.examples.items():
+            for where in files:
+                self._example(reason, where)
 
     def _example(self, reason: str, where: str) -> None:
         examples = self.examples[reason]
@@ -65,10 +75,5 @@ class SkipLog:
     def write(self, path: str | Path) -> Path:
         """Writes :meth:`to_dict` as JSON (atomic rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(
-            json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8", errors="backslashreplace"
-        )
-        temporary.replace(path)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", "backslashreplace")
         return path
