@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test install clean-demo lint weights
+.PHONY: demo test test-fast install clean-demo lint weights
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,13 @@ install: $(TEST_STAMP)
 demo: $(STAMP)
 	$(PY) -m train.demo
 
+# The whole suite, slow end-to-end tests included (what CI runs).
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
+
+# The edit loop: everything but the tests marked slow.
+test-fast: $(TEST_STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 # ImageNet EfficientNet-Lite0 as Keras weights, from the PyTorch package the [test] extra installs.
 LITE0_WEIGHTS := data/weights/efficientnet_lite0.weights.h5

@@ -30,7 +30,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "vse-make-shapes=vse_tf.data.shapes:main",
+            "vse-make-shapes=vse_tf.data.synthetic.shapes:main",
             "vse-train=train.fit:main",
             "vse-export=export.export:main",
             "vse-demo=train.demo:main",
@@ -39,7 +39,7 @@ setup(
             "vse-search=export.search:search_main",
             "vse-annotate=export.search:annotate_main",
             "vse-convert-weights=export.convert_weights:main",
-            "vse-features=export.features:main",
+            "vse-features=train.features:main",
             "vse-siamese=train.siamese:main",
         ]
     },

@@ -22,10 +22,10 @@ import skimage.data
 import tensorflow as tf
 from results_file import write_results
 
-from vse_tf.backbones.convert import convert_backbone, packaged_lite0_state_dict, read_torch_state_dict
-from vse_tf.backbones.efficientnet_lite import build_efficientnet_lite0
+from vse_tf.image.backbones.convert import convert_backbone, packaged_lite0_state_dict, read_torch_state_dict
+from vse_tf.image.backbones.efficientnet_lite import build_efficientnet_lite0
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "image"))
 from test_efficientnet import torch_lite0_logits  # noqa: E402  (the tested reference)
 
 # The ImageNet indices printed (no class-name file ships offline).

@@ -32,7 +32,7 @@ def unit_rows(rng: np.random.Generator, rows: int, dim: int, chunk: int = 65536)
 
 def run_case(kind: str, images: int, captions: int, dim: int, repeats: int, folds: int) -> dict:
     """One measurement in this process: 'matmul' or 'evaluate'."""
-    from vse_tf.evaluation import evaluate_retrieval
+    from vse_tf.evaluation.metrics import evaluate_retrieval
 
     rng = np.random.default_rng(0)
     image_embeddings = unit_rows(rng, images, dim)

@@ -13,7 +13,7 @@ Four steps on one labelled dataset, one config:
    hard labels that fine-grained labels refine);
 4. the same model with ``loss.kind=finegrained`` (labels from the siamese vectors).
 All three are evaluated on the test split: image -> text and text -> image MAP (relevant =
-same category, :func:`vse_tf.evaluation.evaluate_map`) and R@1. Prints a table and writes
+same category, :func:`vse_tf.evaluation.metrics.evaluate_map`) and R@1. Prints a table and writes
 ``bench/results/<results_name>.json`` with the config, timings and the siamese network's
 label separation on the validation texts.
 """
@@ -40,8 +40,10 @@ from vse_tf.config import (
     flat_fields,
     with_overrides,
 )
-from vse_tf.siamese import encode_texts, label_separation, texts_with_categories, train_siamese
-from vse_tf.training import evaluate_run, load_split, train
+from vse_tf.data.splits import load_split
+from vse_tf.evaluation.encode import evaluate_run
+from vse_tf.model.siamese import encode_texts, label_separation, texts_with_categories, train_siamese
+from vse_tf.training.trainer import train
 
 KINDS = ("pairwise", "category", "finegrained")
 ROW_NAMES = {"pairwise": "binary: image", "category": "binary: category", "finegrained": "fine-grained"}
@@ -88,7 +90,7 @@ def ensure_shapes(config: ExperimentConfig) -> None:
     """Generates the embedded dataset when the config points at a missing shapes set."""
     data = config.data
     if data.format == "karpathy" and data.dataset == "shapes" and not data.json_path().exists():
-        from vse_tf.data.shapes import generate_shapes_dataset
+        from vse_tf.data.synthetic.shapes import generate_shapes_dataset
 
         generate_shapes_dataset(data.data_dir)
 

@@ -1,6 +1,6 @@
 """Benchmark: images/s of the vse_tf input pipeline against raw ``tf.io.decode_jpeg`` on the same files.
 
-    python bench/input.py [--images 2000] [--width 500 --height 375] [--image-sizes 224 64] [--repeats 5]
+    python bench/input.py [--images 2000] [--width 500 --height 375] [--image_sizes 224 64] [--repeats 5]
 
 Writes ``--images`` JPEGs (smooth colour fields with noise, about the size of Flickr/COCO
 photos; ``--dir`` reuses a folder) and times full passes over them, each case with the
@@ -9,7 +9,7 @@ same ``num_parallel_calls`` (``--parallel``, default AUTOTUNE), batches of 64 an
 - raw decode: ``read_file -> decode_jpeg``;
 - raw decode + resize: the same plus the pipeline's resize (``tf.image.resize``,
   antialias, rounded to uint8);
-- vse_tf training images: :func:`vse_tf.pipeline.training_images` (decode_image +
+- vse_tf training images: :func:`vse_tf.data.pipeline.training_images` (decode_image +
   resize, the safety net, the decode tracker, captions and ids; no cache), the stage
   the training batches are made from;
 - vse_tf screening: :func:`vse_tf.data.screening.screen_records` (header and end-marker
@@ -34,10 +34,10 @@ from PIL import Image
 from results_file import write_results
 
 from vse_tf.config import DataConfig, ExperimentConfig, ImageTowerConfig
+from vse_tf.data.pipeline import DecodeTracker, training_images
 from vse_tf.data.records import CaptionRecord, group_by_image
 from vse_tf.data.screening import screen_records
 from vse_tf.data.skips import SkipLog
-from vse_tf.pipeline import DecodeTracker, training_images
 
 BATCH = 64
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--height", type=int, default=375)
-    parser.add_argument("--image-sizes", type=int, nargs="+", default=[224, 64], help="sides to resize to")
+    parser.add_argument("--image_sizes", type=int, nargs="+", default=[224, 64], help="sides to resize to")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--parallel", type=int, default=tf.data.AUTOTUNE, help="num_parallel_calls (-1: AUTOTUNE)")
     parser.add_argument("--dir", help="folder for the JPEGs (default: a temporary folder)")

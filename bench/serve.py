@@ -22,11 +22,11 @@ import tensorflow as tf
 from results_file import write_results
 
 from train.demo import demo_config
-from vse_tf.model import build_dual_encoder
-from vse_tf.retrieval import top_k
-from vse_tf.serving import export_towers
-from vse_tf.text import SentenceTokenizer
-from vse_tf.training import restore_run
+from vse_tf.model.dual_encoder import build_dual_encoder
+from vse_tf.serving.export import export_towers
+from vse_tf.serving.index import top_k
+from vse_tf.text.tokenizer import SentenceTokenizer
+from vse_tf.training.run import restore_run
 
 SENTENCE = "there is a big blue star to the right of a little red circle"
 
@@ -47,7 +47,7 @@ def towers(run_dir: str | None):
     if run_dir:
         run = restore_run(run_dir)
         return run.config, run.tokenizer, run.model
-    from vse_tf.text import build_vocabulary
+    from vse_tf.text.tokenizer import build_vocabulary
 
     config = demo_config("unused", "unused", epochs=1)
     vocabulary = build_vocabulary([SENTENCE, "a small red circle left of a big blue star above below"])

@@ -22,7 +22,8 @@ import tensorflow as tf
 from results_file import write_results
 
 from vse_tf.config import ExperimentConfig, ImageTowerConfig, LossConfig, TextTowerConfig, TrainConfig
-from vse_tf.model import build_dual_encoder, build_optimizer
+from vse_tf.model.dual_encoder import build_dual_encoder
+from vse_tf.model.optimizer import build_optimizer
 
 BATCH, FEATURES, EMBED, WORDS, GRU = 128, 4096, 1024, 300, 1024
 

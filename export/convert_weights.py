@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vse_tf.backbones.convert import CONVERTIBLE, convert_backbone
+from vse_tf.image.backbones.convert import CONVERTIBLE, convert_backbone
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vse_tf.training import export_run, restore_run
+from vse_tf.serving.export import export_run
+from vse_tf.training.run import restore_run
 
 
 def main(argv: list[str] | None = None) -> int:

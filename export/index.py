@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vse_tf.retrieval import build_caption_index, build_image_index
+from vse_tf.serving.index import build_caption_index, build_image_index
 
 
 def main(argv: list[str] | None = None) -> int:

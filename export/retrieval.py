@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vse_tf.retrieval import EmbeddingIndex, export_retrieval_model
+from vse_tf.serving.index import EmbeddingIndex
+from vse_tf.serving.retrieval_model import export_retrieval_model
 
 
 def main(argv: list[str] | None = None) -> int:

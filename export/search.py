@@ -1,7 +1,7 @@
 """Command-line image search and image annotation over an index.
 
 vse-search "a small red circle left of a blue star" --index INDEX [--k 5] [--model TEXT_MODEL]
-vse-annotate IMAGE [IMAGE ...] --captions-index INDEX [--k 5] [--model IMAGE_MODEL]
+vse-annotate IMAGE [IMAGE ...] --captions_index INDEX [--k 5] [--model IMAGE_MODEL]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from vse_tf.retrieval import EmbeddingIndex, error_reason, image_model_for, text_model_for, top_k
+from vse_tf.serving.index import EmbeddingIndex, error_reason, image_model_for, text_model_for, top_k
 
 
 def _print_results(query: str, ids, indices, scores) -> None:
@@ -48,7 +48,7 @@ def search_main(argv: list[str] | None = None) -> int:
 def annotate_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Image annotation: images -> the nearest captions.")
     parser.add_argument("images", nargs="+")
-    parser.add_argument("--captions-index", "--captions_index", dest="captions_index", required=True)
+    parser.add_argument("--captions_index", required=True)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--model", help="image encoder version dir (default: beside the index's text encoder)")
     args = parser.parse_args(argv)

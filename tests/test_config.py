@@ -68,3 +68,11 @@ def test_every_field_has_a_flag(tmp_path):
     assert config.image.cnn_filters == (4, 8)
     flags = {action.dest for action in parser._actions}
     assert set(flat_fields(ExperimentConfig)) <= flags
+
+
+def test_the_public_api_resolves_every_name_it_lists():
+    import vse_tf
+
+    for name in vse_tf.__all__:
+        assert getattr(vse_tf, name) is not None, name
+    assert vse_tf.train.__module__ == "vse_tf.training.trainer"

@@ -14,14 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vse_tf.evaluation import (
-    format_map_table,
-    format_recall_table,
-    plot_recall_curves,
-    recall_curves,
-    retrieval_ranks,
-)
-from vse_tf.training import PROTOCOL_FOLDS, encode_split, evaluate_encoded, restore_run, save_metrics
+from vse_tf.evaluation.encode import PROTOCOL_FOLDS, encode_split, evaluate_encoded
+from vse_tf.evaluation.metrics import retrieval_ranks
+from vse_tf.evaluation.reports import format_map_table, format_recall_table, plot_recall_curves, recall_curves
+from vse_tf.training.run import restore_run, save_metrics
 
 
 def metrics_file_name(split: str, protocol: str) -> str:

@@ -13,15 +13,19 @@ import argparse
 import sys
 
 from train.flags import add_config_flags, config_from_flags
-from vse_tf.evaluation import format_recall_table
-from vse_tf.training import evaluate_run, save_metrics, train
+from vse_tf.evaluation.encode import evaluate_run
+from vse_tf.evaluation.reports import format_recall_table
+from vse_tf.training.run import save_metrics
+from vse_tf.training.trainer import train
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser)
     parser.add_argument("--eval_split", default="test", help="split evaluated after training (default: test)")
-    parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity: 0, 1 or 2")
+    parser.add_argument(
+        "--verbose", type=int, default=1, help="0: quiet; 1: one line per epoch; 2: and Keras' own epoch log"
+    )
     args = parser.parse_args(argv)
     config = config_from_flags(args)
     run = train(config, verbose=args.verbose)

@@ -16,8 +16,8 @@ import json
 import sys
 
 from train.flags import add_config_flags, config_from_flags
-from vse_tf.siamese import encode_texts, label_separation, texts_with_categories, train_siamese
-from vse_tf.training import load_split
+from vse_tf.data.splits import load_split
+from vse_tf.model.siamese import encode_texts, label_separation, texts_with_categories, train_siamese
 
 
 def main(argv: list[str] | None = None) -> int:

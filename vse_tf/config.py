@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
+
+from vse_tf.data.image_facts import MAX_IMAGE_PIXELS
+from vse_tf.files import write_text_atomic
 
 T = TypeVar("T")
 
@@ -61,7 +63,7 @@ class DataConfig:
     annotations: str = ""
     val_fraction: float = 0.05
     test_fraction: float = 0.05
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     cache_budget_mb: int = 2048
     deterministic: bool = True
 
@@ -130,11 +132,11 @@ class TextTowerConfig:
         bidirectional: average a forward and a backward GRU.
         word_vectors: path of pretrained word vectors (word2vec .bin/.txt, GloVe .txt,
             fastText .vec) to initialise the word embedding; empty for random init.
-        word_vectors_format: ``auto`` or one of ``vse_tf.word_vectors.FORMATS``.
+        word_vectors_format: ``auto`` or one of ``vse_tf.text.word_vectors.FORMATS``.
         freeze_word_vectors: keep the initialised word embedding fixed.
         encoder: ``gru`` (word embedding -> GRU) or ``graph`` (bag of words on a fixed
             word graph from the training corpus -> graph convolutions -> projection;
-            see :mod:`vse_tf.graph_text`).
+            see :mod:`vse_tf.text.word_graph`).
         graph_neighbours: ``graph``: each word's k strongest co-occurrence (NPMI) neighbours.
         graph_channels: ``graph``: output channels per node of each graph convolution.
     """
@@ -163,7 +165,7 @@ class TextTowerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """The training loss (see :mod:`vse_tf.losses`).
+    """The training loss (see :mod:`vse_tf.model.losses`).
 
     Attributes:
         margin: hinge margin.
@@ -344,25 +346,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if origin is tuple:
         (item_type, *_rest) = typing.get_args(hint)
         return tuple(_coerce(item_type, item, where) for item in value)
-    if origin in (typing.Union, types.UnionType):
-        return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, str, bool) and not isinstance(value, hint):
         raise TypeError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
-
-
-def write_text_atomic(path: Path, text: str, errors: str = "strict") -> None:
-    """Writes ``text`` as UTF-8 to ``path`` through a temporary file and a rename.
-
-    ``errors`` is the encoder's error handler (``backslashreplace`` keeps surrogates from
-    undecodable input visible instead of failing).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(text, encoding="utf-8", errors=errors)
-    os.replace(temporary, path)
 
 
 def flat_fields(cls: type, prefix: str = "") -> dict[str, Any]:

@@ -1,23 +1,33 @@
-"""A dependency-free progress line on stderr."""
+"""A progress bar on stderr (rich, which Keras depends on), so that stdout stays the result.
+
+Not ``keras.utils.Progbar``: it writes to stdout, where the search and evaluation commands
+print what a script reads.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-import time
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
-class Progress:
-    """Carriage-returned ``what: done/total unit, elapsed, left`` on stderr; silent when disabled."""
-
-    def __init__(self, total: int, what: str, enabled: bool = True, unit: str = "chunks"):
-        self.total, self.what, self.enabled, self.unit = total, what, enabled, unit
-        self.started = time.perf_counter()
-
-    def update(self, done: int) -> None:
-        if not self.enabled or self.total <= 0:
-            return
-        elapsed = time.perf_counter() - self.started
-        left = elapsed / max(done, 1) * (self.total - done)
-        end = "\n" if done >= self.total else ""
-        line = f"\r{self.what}: {done}/{self.total} {self.unit}, {elapsed:.0f}s elapsed, ~{left:.0f}s left"
-        print(line, end=end, file=sys.stderr, flush=True)
+@contextlib.contextmanager
+def progress_bar(total: int, description: str, unit: str, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """Yields ``update(done)``; shows ``description ━━━ done/total unit, elapsed, left`` on stderr."""
+    if not enabled or total <= 0:
+        yield lambda done: None
+        return
+    columns = (
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(file=sys.stderr)) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.update(task, completed=done)

@@ -20,7 +20,7 @@ tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConf
 import keras  # noqa: E402
 
 from vse_tf.config import ExperimentConfig, ImageTowerConfig, LossConfig, TextTowerConfig  # noqa: E402
-from vse_tf.model import build_dual_encoder  # noqa: E402
+from vse_tf.model.dual_encoder import build_dual_encoder  # noqa: E402
 
 GLOBAL_BATCH, STEPS = 8, 3
 VOCABULARY = [f"w{i}" for i in range(7)]

@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from vse_tf.config import ExperimentConfig, ImageTowerConfig, TextTowerConfig  # noqa: E402
-from vse_tf.model import build_dual_encoder, replica_clipnorm  # noqa: E402
+from vse_tf.model.distribution import replica_clipnorm  # noqa: E402
+from vse_tf.model.dual_encoder import build_dual_encoder  # noqa: E402
 
 GLOBAL_BATCH, STEPS = 8, 4
 CONFIG = ExperimentConfig(

@@ -9,7 +9,6 @@ import hashlib
 import json
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 KNOWN_SPLITS = ("train", "val", "test", "restval")
 # Text is decoded with ``surrogateescape`` so that invalid UTF-8 bytes survive reading and
 # are repaired (and counted) by :mod:`vse_tf.data.screening` rather than failing a reader.
@@ -81,3 +80,14 @@ def hashed_fraction(key: str) -> float:
     """A stable number in ``[0, 1)`` from ``key`` (the same on every machine and run)."""
     digest = hashlib.sha1(key.encode("utf-8", errors=TEXT_ERRORS)).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def hashed_split(key: str, val_fraction: float, test_fraction: float) -> str:
+    """The one split rule: ``val`` below ``val_fraction``, then ``test``, else ``train``, by
+    :func:`hashed_fraction` of ``key``."""
+    draw = hashed_fraction(key)
+    if draw < val_fraction:
+        return "val"
+    if draw < val_fraction + test_fraction:
+        return "test"
+    return "train"

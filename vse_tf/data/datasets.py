@@ -19,16 +19,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vse_tf.config import DATA_FORMATS, DataConfig
-from vse_tf.data.coco import read_coco_captions
-from vse_tf.data.common import KNOWN_SPLITS, hashed_fraction
-from vse_tf.data.folders import read_folder_records
-from vse_tf.data.karpathy import read_karpathy_json
-from vse_tf.data.openclipart import openclipart_records, read_openclipart
-from vse_tf.data.pairs import index_images, read_pair_list
-from vse_tf.data.precomp import ROW_SEPARATOR, read_precomp
+from vse_tf.data.common import KNOWN_SPLITS, hashed_split
+from vse_tf.data.readers.coco import read_coco_captions
+from vse_tf.data.readers.folders import read_folder_records
+from vse_tf.data.readers.karpathy import read_karpathy_json
+from vse_tf.data.readers.openclipart import openclipart_records, read_openclipart
+from vse_tf.data.readers.precomp import ROW_SEPARATOR, read_precomp
+from vse_tf.data.readers.tabular import read_csv, read_jsonl
+from vse_tf.data.readers.wikipedia import index_images, read_pair_list
 from vse_tf.data.records import CaptionRecord
 from vse_tf.data.skips import SkipLog
-from vse_tf.data.tabular import read_csv, read_jsonl
 
 DEFAULT_ANNOTATIONS = {
     "coco": "captions_{split}.json",
@@ -75,11 +75,7 @@ def assign_splits(records: Sequence[CaptionRecord], val_fraction: float, test_fr
     result = []
     for record in records:
         if record.split == "train":
-            draw = hashed_fraction(_relative_key(record.image_ref, base))
-            if draw < val:
-                record = dataclasses.replace(record, split="val")
-            elif draw < val + test:
-                record = dataclasses.replace(record, split="test")
+            record = dataclasses.replace(record, split=hashed_split(_relative_key(record.image_ref, base), val, test))
         result.append(record)
     return result
 

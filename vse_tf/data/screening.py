@@ -33,11 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from vse_tf.data.common import TEXT_ERRORS
+from vse_tf.data.image_facts import MAX_IMAGE_PIXELS, image_format
 from vse_tf.data.records import CaptionRecord
 from vse_tf.data.skips import SkipLog
 
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
-_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP"}
 # End markers and how far from the end of the file they may sit (some writers pad).
 _END_MARKERS = {"JPEG": (b"\xff\xd9", 256), "PNG": (b"IEND", 256), "GIF": (b"\x3b", 256)}
 _RGB_MODES = {"RGB", "YCbCr"}
@@ -56,7 +55,7 @@ def screen_records(
     records: Sequence[CaptionRecord],
     skips: SkipLog,
     check_images: bool = True,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
     workers: int = 16,
 ) -> list[CaptionRecord]:
     """The usable records, in order; everything dropped or repaired is counted in ``skips``.
@@ -101,7 +100,7 @@ def _screen_captions(records: Sequence[CaptionRecord], skips: SkipLog) -> list[C
     return kept
 
 
-def check_image(path: str, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ImageCheck:
+def check_image(path: str, max_image_pixels: int = MAX_IMAGE_PIXELS) -> ImageCheck:
     """Checks one image file by its header and end marker (see the module docstring)."""
     try:
         size = os.stat(path).st_size
@@ -115,8 +114,8 @@ def check_image(path: str, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> 
         return ImageCheck("missing_file", detail=str(error))
     if size == 0:
         return ImageCheck("empty_file")
-    image_format = next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
-    if image_format is None:
+    kind = image_format(head)
+    if kind is None:
         return ImageCheck("not_an_image", detail=f"starts with {head[:8]!r}")
     try:
         with warnings.catch_warnings():
@@ -127,14 +126,14 @@ def check_image(path: str, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> 
     except Image.DecompressionBombError as error:
         return ImageCheck("too_large", detail=str(error))
     except Exception as error:  # noqa: BLE001 - any parse failure means the header is unusable
-        reason = "unreadable_header" if _has_end_marker(image_format, tail) else "truncated"
+        reason = "unreadable_header" if _has_end_marker(kind, tail) else "truncated"
         return ImageCheck(reason, detail=f"{type(error).__name__}: {error}")
     if width * height > max_image_pixels:
         return ImageCheck("too_large", detail=f"{width}x{height} pixels, the limit is {max_image_pixels}")
     # A JPEG/GIF padded after its end marker is fine if it decodes in full; a PNG without
     # IEND is not (TensorFlow refuses it even where Pillow is lenient).
-    if not _has_end_marker(image_format, tail) and (image_format == "PNG" or not _decodes_fully(path)):
-        return ImageCheck("truncated", detail=f"{image_format} without its end marker")
+    if not _has_end_marker(kind, tail) and (kind == "PNG" or not _decodes_fully(path)):
+        return ImageCheck("truncated", detail=f"{kind} without its end marker")
     return ImageCheck("", mode=mode)
 
 

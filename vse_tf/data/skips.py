@@ -11,7 +11,7 @@ import collections
 import json
 from pathlib import Path
 
-from vse_tf.config import write_text_atomic
+from vse_tf.files import write_text_atomic
 
 # Examples kept per reason in ``skipped.json`` (the counts are always complete).
 MAX_EXAMPLES = 100

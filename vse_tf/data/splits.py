@@ -1,6 +1,6 @@
 """From a data config to screened, grouped splits: read -> choose splits -> screen -> group.
 
-Plain Python (readers + Pillow screening); the tf.data side is :mod:`vse_tf.pipeline`.
+Plain Python (readers + Pillow screening); the tf.data side is :mod:`vse_tf.data.pipeline`.
 """
 
 from __future__ import annotations
@@ -53,3 +53,17 @@ def _source(config: ExperimentConfig) -> str:
     if data.format == "karpathy" and not data.annotations:
         return str(data.json_path())
     return f"{data.data_dir} (data.format={data.format})"
+
+
+def load_split(config: ExperimentConfig, split: str, skips: SkipLog | None = None) -> RetrievalSplit:
+    """The usable records of one split (``train`` adds ``restval`` when configured), grouped by image.
+
+    Reads ``config.data`` in its ``data.format`` (:mod:`vse_tf.data.datasets`) and screens
+    the records (:mod:`vse_tf.data.screening`); what is skipped is counted in ``skips``,
+    or, without it, summarised in one printed line.
+    """
+    log = SkipLog() if skips is None else skips
+    data = load_splits(config, (split,), log)[split]
+    if skips is None and (log.skipped or log.repaired):
+        print(log.summary(f"{split} split"), flush=True)
+    return data

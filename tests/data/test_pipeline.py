@@ -1,0 +1,97 @@
+import collections
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_config
+
+from vse_tf.data.pipeline import decode_and_resize, eval_caption_batches, eval_image_batches, training_dataset
+from vse_tf.data.splits import load_split
+from vse_tf.text.tokenizer import SentenceTokenizer, build_vocabulary
+
+
+@pytest.fixture
+def setup(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset, tmp_path / "run")
+    split = load_split(config, "train")
+    tokenizer = SentenceTokenizer(build_vocabulary(split.captions), config.text.max_length)
+    return config, split, tokenizer
+
+
+def test_image_sampling_visits_every_image_once_with_one_of_its_captions(setup):
+    config, split, tokenizer = setup
+    batches = list(training_dataset(split, tokenizer, config))
+    assert len(batches) == split.num_images // config.train.batch_size
+    batch = batches[0]
+    assert batch["image"].shape == (8, 16, 16, 3) and batch["image"].dtype == tf.float32
+    assert batch["tokens"].shape == (8, config.text.max_length) and batch["tokens"].dtype == tf.int64
+    ids = np.concatenate([b["image_id"].numpy() for b in batches])
+    assert sorted(ids) == sorted(split.image_ids)
+    # the caption drawn belongs to the image
+    words = {image_id: set() for image_id in split.image_ids}
+    for caption, owner in zip(split.captions, split.caption_to_image):
+        words[split.image_ids[owner]].update(tokenizer(tf.constant([caption])).numpy()[0])
+    for b in batches:
+        for image_id, tokens in zip(b["image_id"].numpy(), b["tokens"].numpy()):
+            assert set(tokens) <= words[image_id]
+
+
+def test_caption_sampling_visits_every_caption_once(setup):
+    config, split, tokenizer = setup
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, sampling="caption", batch_size=4))
+    ids = np.concatenate([b["image_id"].numpy() for b in training_dataset(split, tokenizer, config)])
+    assert collections.Counter(ids.tolist()) == collections.Counter(split.image_ids[o] for o in split.caption_to_image)
+
+
+def test_epochs_reshuffle_but_runs_repeat(setup):
+    config, split, tokenizer = setup
+
+    def order(dataset):
+        return np.concatenate([b["image_id"].numpy() for b in dataset])
+
+    dataset = training_dataset(split, tokenizer, config)
+    first, second = order(dataset), order(dataset)
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(order(training_dataset(split, tokenizer, config)), first)
+
+
+def test_eval_batches_keep_order(setup):
+    config, split, tokenizer = setup
+    images = np.concatenate(list(eval_image_batches(split, "train", config, batch_size=5).as_numpy_iterator()))
+    assert images.shape == (split.num_images, 16, 16, 3)
+    tokens = np.concatenate(list(eval_caption_batches(split, tokenizer, batch_size=7).as_numpy_iterator()))
+    np.testing.assert_array_equal(tokens[3], tokenizer(tf.constant([split.captions[3]])).numpy()[0])
+
+
+@pytest.mark.parametrize("mode, channels", [("L", 1), ("RGBA", 4), ("RGB", 3)])
+def test_decode_and_resize_gives_rgb(tmp_path, mode, channels):
+    from PIL import Image
+
+    path = tmp_path / "x.png"
+    Image.new(mode, (40, 30), color=(200,) * channels if channels > 1 else 200).save(path)
+    pixels = decode_and_resize(tf.io.read_file(str(path)), 16)
+    assert pixels.shape == (16, 16, 3) and pixels.dtype == tf.uint8
+    assert int(pixels[8, 8, 0]) == 200
+
+
+def test_cache_only_when_the_estimate_fits_the_budget(setup):
+    from vse_tf.data.pipeline import cache_decision
+
+    config, split, _ = setup  # 32 images of 16x16x3 bytes = 24 KiB
+    assert cache_decision(split, config)[0]
+    large_images = dataclasses.replace(config, image=dataclasses.replace(config.image, image_size=1024))
+    cached, message = cache_decision(split, large_images)  # 32 x 3 MiB = 96 MiB
+    assert cached
+    tight = dataclasses.replace(large_images, data=dataclasses.replace(large_images.data, cache_budget_mb=64))
+    cached, message = cache_decision(split, tight)
+    assert not cached and "96 MiB > data.cache_budget_mb=64" in message
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_determinism_switch_reaches_tf_data(setup, deterministic):
+    config, split, tokenizer = setup
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, deterministic=deterministic))
+    dataset = training_dataset(split, tokenizer, config)
+    assert dataset.options().deterministic is deterministic
+    assert int(dataset.cardinality()) == split.num_images // config.train.batch_size

@@ -1,0 +1,84 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import RELOAD_SCRIPT, SENTENCES, VOCABULARY, tiny_config
+
+from vse_tf.config import ImageTowerConfig
+from vse_tf.model.dual_encoder import build_dual_encoder
+from vse_tf.serving.export import export_towers
+from vse_tf.text.tokenizer import SentenceTokenizer
+
+
+@pytest.fixture
+def exported(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset, tmp_path / "run")
+    model = build_dual_encoder(config, VOCABULARY)
+    tokenizer = SentenceTokenizer(VOCABULARY, config.text.max_length)
+    paths = export_towers(model.image_encoder, model.text_encoder, tokenizer, config, tmp_path / "models")
+    return config, model, tokenizer, paths, tmp_path / "models"
+
+
+def test_reloaded_in_plain_tensorflow_gives_the_keras_embeddings(exported, tiny_dataset):
+    config, model, tokenizer, paths, models_dir = exported
+    image_paths = sorted(str(p) for p in (tiny_dataset / "images").glob("*.png"))[:3]
+    result = subprocess.run(
+        [sys.executable, "-c", RELOAD_SCRIPT, str(models_dir), json.dumps(image_paths), json.dumps(SENTENCES)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    reloaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reloaded["modules"] == []
+    want_text = model.text_encoder(tokenizer(tf.constant(SENTENCES))).numpy()
+    np.testing.assert_allclose(np.array(reloaded["text"]), want_text, atol=1e-5)
+    from vse_tf.data.pipeline import decode_and_resize
+
+    pixels = tf.stack([decode_and_resize(tf.io.read_file(p), config.image.image_size) for p in image_paths])
+    want_image = model.image_encoder(tf.cast(pixels, tf.float32)).numpy()
+    np.testing.assert_allclose(np.array(reloaded["image"]), want_image, atol=1e-5)
+
+
+def test_saved_model_cli_lists_the_signatures(exported):
+    *_, paths, _ = exported
+    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--tag_set", "serve"]
+    text = subprocess.run(
+        cli + ["--dir", str(paths["text_encoder"]), "--signature_def", "serving_default"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "inputs['sentences']" in text and "DT_STRING" in text and "outputs['embeddings']" in text
+    image = subprocess.run(
+        cli + ["--dir", str(paths["image_encoder"]), "--signature_def", "serving_default"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "inputs['images']" in image and "DT_STRING" in image and "(-1, 16)" in image
+
+
+def test_export_refuses_to_overwrite_and_carries_the_config(exported):
+    config, model, tokenizer, paths, models_dir = exported
+    carried = json.loads((paths["text_encoder"] / "assets.extra" / "vse_tf_config.json").read_text())
+    assert carried["embed_dim"] == config.embed_dim
+    with pytest.raises(FileExistsError, match="encoder/1 exists already"):
+        export_towers(model.image_encoder, model.text_encoder, tokenizer, config, models_dir)
+    export_towers(model.image_encoder, model.text_encoder, tokenizer, config, models_dir, version=2)
+    assert sorted(p.name for p in (models_dir / "image_encoder").iterdir()) == ["1", "2"]
+
+
+def test_features_backbone_exports_a_float_signature(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset, tmp_path / "run")
+    config = config.__class__(**{**config.__dict__, "image": ImageTowerConfig(backbone="features", feature_dim=6)})
+    model = build_dual_encoder(config, VOCABULARY)
+    tokenizer = SentenceTokenizer(VOCABULARY, config.text.max_length)
+    paths = export_towers(model.image_encoder, model.text_encoder, tokenizer, config, tmp_path / "models")
+    serve = tf.saved_model.load(str(paths["image_encoder"])).signatures["serving_default"]
+    features = np.random.rand(2, 6).astype("float32")
+    np.testing.assert_allclose(
+        serve(features=features)["embeddings"].numpy(), model.image_encoder(features).numpy(), atol=1e-5
+    )

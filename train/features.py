@@ -1,0 +1,56 @@
+"""Precompute image features with a backbone, in the VSE++ precomp layout.
+
+    python -m train.features --images data/shapes --backbone efficientnet_lite0 \
+        --weights weights/efficientnet_lite0.weights.h5 --out data/shapes/features_lite0
+
+``--images``: a Karpathy ``dataset_*.json`` (or its folder; images under ``images/`` or
+``--image_root``), an Open Clip Art tree (``/usr/share/openclipart``), or a folder in any
+``--format`` the project reads (``coco``, ``folders``, ``wikipedia``, ``jsonl``, ``csv``;
+``--annotations`` as ``data.annotations``). The splits are read exactly as training with
+``--image.backbone features`` reads them, so the rows line up. Writes
+OUT/{split}_ims.npy, OUT/{split}_caps.txt and OUT/features.json. Then train at feature
+speed: ``--image.backbone features --image.feature_dim 1280 --data.features_dir OUT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vse_tf.config import DATA_FORMATS
+from vse_tf.image.features import DEFAULT_IMAGE_SIZE, dataset_splits, source_data_config, write_split_features
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", required=True, help="dataset JSON, its folder, or an Open Clip Art root")
+    parser.add_argument("--image_root", default="", help="folder the dataset's image paths are relative to")
+    parser.add_argument(
+        "--format", default="auto", choices=("auto", *(f for f in DATA_FORMATS if f != "precomp")), help="data.format"
+    )
+    parser.add_argument("--annotations", default="", help="data.annotations (for --format)")
+    parser.add_argument("--backbone", default="efficientnet_lite0", choices=sorted(DEFAULT_IMAGE_SIZE))
+    parser.add_argument("--weights", default="", help="backbone .weights.h5 (empty: random init)")
+    parser.add_argument("--image_size", type=int, default=0, help="input side (default: the backbone's)")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--out", required=True, help="output folder")
+    args = parser.parse_args(argv)
+    try:
+        data = source_data_config(args.images, args.out, args.format, args.image_root, args.annotations)
+        splits = dataset_splits(data)
+        manifest = write_split_features(
+            splits, args.out, args.backbone, args.weights, args.image_size or None, args.batch_size, progress=True
+        )
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for split, counts in manifest["splits"].items():
+        print(
+            f"{split}: {counts['images']} images x {manifest['feature_dim']} -> {args.out}/{split}_ims.npy, "
+            f"{counts['captions']} captions, {len(counts['failed'])} undecodable"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

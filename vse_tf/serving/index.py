@@ -1,0 +1,192 @@
+"""Search and annotation with exported towers: gallery indexes, top-k, a retrieval SavedModel.
+
+An index is a folder: ``embeddings.npy`` (``float32 [N, D]`` unit rows), ``ids.json``
+(image paths relative to the gallery folder, or caption texts) and ``index.json`` (kind,
+the SavedModel that embedded it, skipped inputs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from vse_tf.data.image_facts import IMAGE_SUFFIXES
+from vse_tf.files import atomic_path, write_text_atomic
+from vse_tf.progress import progress_bar
+from vse_tf.serving.signatures import IMAGE_ENCODER_NAME, TEXT_ENCODER_NAME
+
+INDEX_KINDS = ("images", "captions")
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingIndex:
+    """Gallery embeddings and their ids.
+
+    Attributes:
+        kind: ``images`` (ids are file paths) or ``captions`` (ids are the sentences).
+        ids: one id per row.
+        embeddings: ``float32 [N, D]`` unit rows.
+        model: the SavedModel version directory that embedded the gallery.
+        skipped: inputs that could not be embedded, with the reason.
+    """
+
+    kind: str
+    ids: tuple[str, ...]
+    embeddings: np.ndarray
+    model: str
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Writes the index folder (files replaced atomically)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / "embeddings.npy") as temporary:
+            np.save(temporary, self.embeddings.astype(np.float32))
+        write_text_atomic(directory / "ids.json", json.dumps(list(self.ids), ensure_ascii=False))
+        meta = {
+            "kind": self.kind,
+            "count": len(self.ids),
+            "dim": int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0,
+            "model": self.model,
+            "skipped": [list(item) for item in self.skipped],
+        }
+        write_text_atomic(directory / "index.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> EmbeddingIndex:
+        """Reads an index folder written by :meth:`save`."""
+        directory = Path(directory)
+        meta_path = directory / "index.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{meta_path}: not an index folder (no index.json)")
+        meta = json.loads(meta_path.read_text())
+        ids = tuple(json.loads((directory / "ids.json").read_text()))
+        embeddings = np.load(directory / "embeddings.npy")
+        if meta.get("kind") not in INDEX_KINDS:
+            raise ValueError(f"{meta_path}: field 'kind' must be one of {INDEX_KINDS}, got {meta.get('kind')!r}")
+        if embeddings.shape[0] != len(ids):
+            raise ValueError(f"{directory}: {embeddings.shape[0]} embeddings but {len(ids)} ids")
+        skipped = tuple(tuple(item) for item in meta.get("skipped", []))
+        return cls(meta["kind"], ids, embeddings, meta.get("model", ""), skipped)
+
+
+def list_images(directory: str | os.PathLike) -> list[Path]:
+    """Image files below ``directory`` (by suffix), sorted."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: not a folder")
+    return sorted(path for path in directory.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+
+
+def build_image_index(
+    model_path: str | os.PathLike, image_dir: str | os.PathLike, batch_size: int = 32, progress: bool = True
+) -> EmbeddingIndex:
+    """Embeds every image below ``image_dir`` once with an exported image encoder.
+
+    A batch the model rejects is retried image by image; images it still rejects (not
+    an image, truncated, too large) are skipped and listed in ``skipped``.
+    """
+    serve = tf.saved_model.load(str(model_path)).signatures["serving_default"]
+    paths = list_images(image_dir)
+    ids: list[str] = []
+    rows: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    with progress_bar(len(paths), "embedding images", "images", progress) as update:
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start : start + batch_size]
+            for path, embedding, error in _embed_files(serve, batch):
+                relative = str(path.relative_to(image_dir))
+                if error:
+                    skipped.append((relative, error))
+                else:
+                    ids.append(relative)
+                    rows.append(embedding)
+            update(start + len(batch))
+    embeddings = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
+    return EmbeddingIndex("images", tuple(ids), embeddings, str(model_path), tuple(skipped))
+
+
+def _embed_files(serve, paths: Sequence[Path]):
+    """Yields ``(path, embedding or None, error or "")``."""
+    encoded = [path.read_bytes() for path in paths]
+    try:
+        embeddings = serve(images=tf.constant(encoded, dtype=tf.string))["embeddings"].numpy()
+        yield from ((path, row, "") for path, row in zip(paths, embeddings))
+        return
+    except tf.errors.InvalidArgumentError:
+        pass
+    for path, data in zip(paths, encoded):
+        try:
+            yield path, serve(images=tf.constant([data], dtype=tf.string))["embeddings"].numpy()[0], ""
+        except tf.errors.InvalidArgumentError as error:
+            yield path, None, error_reason(error)
+
+
+def error_reason(error: tf.errors.OpError) -> str:
+    """The informative line of a TF runtime error (graph errors bury it under a header)."""
+    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    for line in lines:
+        if "vse_tf:" in line:
+            return line[line.index("vse_tf:") :].rstrip("]")[:200]
+    useful = [line for line in lines if not line.startswith(("Graph execution error", "Detected at", "<stack", "[["))]
+    return (useful or lines or ["unknown error"])[0][:200]
+
+
+def build_caption_index(
+    model_path: str | os.PathLike, captions: Sequence[str], batch_size: int = 256, progress: bool = True
+) -> EmbeddingIndex:
+    """Embeds captions (de-duplicated, order kept) with an exported text encoder."""
+    unique = list(dict.fromkeys(captions))
+    serve = tf.saved_model.load(str(model_path)).signatures["serving_default"]
+    rows = []
+    with progress_bar(len(unique), "embedding captions", "captions", progress) as update:
+        for start in range(0, len(unique), batch_size):
+            batch = unique[start : start + batch_size]
+            rows.append(serve(sentences=tf.constant(batch))["embeddings"].numpy())
+            update(start + len(batch))
+    embeddings = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+    return EmbeddingIndex("captions", tuple(unique), embeddings, str(model_path))
+
+
+def top_k(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force top-k by dot product.
+
+    Args:
+        queries: ``[Q, D]``.
+        gallery: ``[N, D]``.
+        k: results per query (at most N).
+
+    Returns:
+        ``(indices [Q, k], scores [Q, k])``, best first.
+    """
+    k = min(k, gallery.shape[0])
+    scores = np.asarray(queries, np.float32) @ np.asarray(gallery, np.float32).T
+    if k == 0:
+        return np.zeros((len(scores), 0), np.int64), np.zeros((len(scores), 0), np.float32)
+    candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    candidate_scores = np.take_along_axis(scores, candidates, axis=1)
+    order = np.argsort(-candidate_scores, axis=1, kind="stable")
+    return np.take_along_axis(candidates, order, axis=1), np.take_along_axis(candidate_scores, order, axis=1)
+
+
+def sibling_model(model_path: str | os.PathLike, name: str) -> Path:
+    """``MODELS/image_encoder/3`` -> ``MODELS/<name>/3``: the other tower of the same export."""
+    model_path = Path(model_path)
+    return model_path.parent.parent / name / model_path.name
+
+
+def text_model_for(index: EmbeddingIndex) -> Path:
+    """The text encoder exported with the image encoder that built an image index."""
+    return sibling_model(index.model, TEXT_ENCODER_NAME)
+
+
+def image_model_for(index: EmbeddingIndex) -> Path:
+    """The image encoder exported with the text encoder that built a caption index."""
+    return sibling_model(index.model, IMAGE_ENCODER_NAME)
