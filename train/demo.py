@@ -31,20 +31,19 @@ def demo_config(data_dir: str, run_dir: str, epochs: int, image_size: int = 64) 
     step is the CNN over 64x64 images and the GRU over the batch's longest caption.
     """
     return ExperimentConfig(
-        embed_dim=256,
+        embed_dim=512,
         data=DataConfig(data_dir=data_dir, dataset="shapes"),
         image=ImageTowerConfig(
             backbone="small_cnn", image_size=image_size, cnn_filters=(16, 32, 64, 128), cnn_convs_per_stage=1
         ),
-        text=TextTowerConfig(max_length=24, word_dim=128, gru_units=256),
+        text=TextTowerConfig(max_length=24, word_dim=300, gru_units=512),
         loss=LossConfig(margin=0.2, max_violation=True, warmup_epochs=2),
         train=TrainConfig(
             run_dir=run_dir,
             epochs=epochs,
             batch_size=128,
-            learning_rate=1e-3,
-            lr_decay_epochs=max(1, epochs * 2 // 3),
-            lr_decay_factor=0.1,
+            learning_rate=2e-3,
+            lr_schedule="cosine",
             sampling="image",
         ),
     )
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", default="data/shapes")
     parser.add_argument("--run_dir", default="runs/demo")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--train_images", type=int, default=6000)
     parser.add_argument("--val_images", type=int, default=1000)

@@ -22,6 +22,7 @@ T = TypeVar("T")
 IMAGE_BACKBONES = ("small_cnn", "vgg19", "efficientnet_lite0", "features")
 SAMPLING_MODES = ("image", "caption")
 STRATEGIES = ("default", "mirrored", "multiworker")
+LR_SCHEDULES = ("step", "cosine")
 DATA_FORMATS = ("karpathy", "coco", "precomp", "folders", "wikipedia", "jsonl", "csv", "openclipart")
 TEXT_ENCODERS = ("gru", "graph")
 LOSS_KINDS = ("triplet", "pairwise", "category", "finegrained")
@@ -212,6 +213,8 @@ class TrainConfig:
         lr_decay_epochs: multiply the rate by ``lr_decay_factor`` every this many
             epochs (VSE++ uses 15 and 0.1); 0 disables.
         lr_decay_factor: see ``lr_decay_epochs``.
+        lr_schedule: ``step`` (the decay above) or ``cosine`` (to 0 over ``epochs``).
+        lr_warmup_epochs: ``cosine``: epochs of linear warm-up from 0.
         grad_clip_norm: global gradient norm clip (VSE++ uses 2.0); 0 disables.
         sampling: ``image``: one random caption per image per epoch;
             ``caption``: every caption once per epoch (VSE++ style).
@@ -233,6 +236,8 @@ class TrainConfig:
     learning_rate: float = 2e-4
     lr_decay_epochs: int = 15
     lr_decay_factor: float = 0.1
+    lr_schedule: str = "step"
+    lr_warmup_epochs: int = 0
     grad_clip_norm: float = 2.0
     sampling: str = "image"
     seed: int = 0
@@ -244,6 +249,8 @@ class TrainConfig:
     monitor: str = "val_rsum"
 
     def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.monitor not in MONITORS:
             raise ValueError(f"train.monitor must be one of {MONITORS}, got {self.monitor!r}")
         if self.strategy not in STRATEGIES:

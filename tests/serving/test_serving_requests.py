@@ -19,7 +19,7 @@ from vse_tf.serving.model_card import MODEL_CARD_FILE, WARMUP_FILE, read_warmup_
 from vse_tf.text.tokenizer import SentenceTokenizer
 
 VOCABULARY = ["a", "red", "green", "block", "on", "the", "left", "right"]
-README = Path(__file__).resolve().parents[2] / "README.md"
+SERVING_DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 
 
 def encode(image: Image.Image, format: str = "PNG", **options) -> bytes:
@@ -135,8 +135,8 @@ def test_pixels_signature_matches_encoded_bytes(exported):
 
 
 def rest_bodies():
-    """The JSON request bodies the README shows, by model name."""
-    text = README.read_text()
+    """The JSON request bodies docs/serving.md shows, by model name."""
+    text = SERVING_DOC.read_text()
     return {name: json.loads(body) for name, body in re.findall(r"<!-- rest:(\w+) -->\s*```json\n(.*?)```", text, re.S)}
 
 

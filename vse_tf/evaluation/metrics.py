@@ -3,7 +3,7 @@
 Ranks count from 0 (0 = the right answer came first). Ties count against the query: a
 negative that scores exactly as high as the positive is ranked above it, so a collapsed
 model (every embedding the same) scores zero, not 100%. Positives and negatives come from
-the same matrix product, so the comparison needs no tolerance.
+the same matrix product, so no tolerance decides a rank.
 """
 
 from __future__ import annotations
@@ -40,11 +40,13 @@ def retrieval_ranks(
     own image. Scores are dot products; exact ties count against the query.
 
     Every positive is compared with negatives from the same matrix product, so no
-    tolerance is needed: captions are processed ``chunk_size`` at a time, a first pass
-    takes each caption's own score and each image's best own score from the chunk's
-    ``[N, chunk]`` product, and a second pass recomputes the identical product (same
-    operands, same shapes: the same floats) to count each image's rivals. Memory is
-    ``O(N * chunk_size)``, never ``O(N * M)``, and no score matrix is sorted.
+    tolerance decides a rank. Captions are processed ``chunk_size`` at a time; a caption
+    finds its own image's score in its chunk's ``[N, chunk]`` product. An image's best
+    own score is only known once all its captions' chunks are done, so each chunk counts
+    the rivals clearly above an estimate of it (a separate dot product, off by at most the
+    float32 rounding bound of :func:`_dot_rounding_bound`) and keeps the few rivals within
+    that bound of it, which are compared with the exact best at the end. Memory is
+    ``O(N * chunk_size)`` plus those few rivals, never ``O(N * M)``; one pass, no sort.
 
     Args:
         image_embeddings: ``[N, D]``.
@@ -53,7 +55,7 @@ def retrieval_ranks(
             any number of captions per image, at least one each.
         chunk_size: captions per chunk; default: as many as keep one chunk's scores
             within 64 MB (at least 256).
-        progress: show a progress bar.
+        progress: show a progress bar on stderr.
 
     Returns:
         ``(image_ranks [N], caption_ranks [M])``, int64.
@@ -62,36 +64,63 @@ def retrieval_ranks(
     captions = np.asarray(caption_embeddings, dtype=np.float32)
     owner = np.asarray(caption_to_image, dtype=np.int64)
     _check_shapes(images, captions, owner)
-    num_images, num_captions = images.shape[0], len(owner)
-    chunk_size = chunk_size or max(256, _CHUNK_SCORES // max(1, num_images))
-    chunks = [slice(start, min(start + chunk_size, num_captions)) for start in range(0, num_captions, chunk_size)]
-    with progress_bar(2 * len(chunks), "ranking captions", "chunks", progress) as update:
+    chunk_size = chunk_size or max(256, _CHUNK_SCORES // max(1, images.shape[0]))
+    starts = range(0, len(owner), chunk_size)
+    chunks = [slice(start, min(start + chunk_size, len(owner))) for start in starts]
+    with progress_bar(len(chunks), "ranking captions", "chunks", progress) as update:
         return _chunked_ranks(images, captions, owner, chunks, update)
 
 
-def _chunked_ranks(images, captions, owner, chunks, update):
-    num_images, num_captions = images.shape[0], len(owner)
-    best_positive = np.full(num_images, -np.inf, dtype=np.float32)
-    caption_ranks = np.empty(num_captions, dtype=np.int64)
+def _chunked_ranks(
+    images: np.ndarray, captions: np.ndarray, owner: np.ndarray, chunks: list[slice], update
+) -> tuple[np.ndarray, np.ndarray]:
+    num_images = images.shape[0]
+    estimate = np.full(num_images, -np.inf, dtype=np.float64)
+    np.maximum.at(estimate, owner, np.einsum("md,md->m", images[owner], captions, dtype=np.float32))
+    bound = _dot_rounding_bound(images, captions)
+    low, high = (estimate - bound)[:, None], (estimate + bound)[:, None]
+    best = np.full(num_images, -np.inf, dtype=np.float32)
+    image_ranks = np.zeros(num_images, dtype=np.int64)
+    caption_ranks = np.empty(len(owner), dtype=np.int64)
+    near_rows, near_scores = [], []
     for done, chunk in enumerate(chunks, start=1):
         scores = images @ captions[chunk].T  # [N, chunk]
-        own_scores = scores[owner[chunk], np.arange(chunk.stop - chunk.start)]
-        np.maximum.at(best_positive, owner[chunk], own_scores)
-        # Images scoring at least the caption's own image, minus that image.
+        chunk_owner, columns = owner[chunk], np.arange(chunk.stop - chunk.start)
+        own_scores = scores[chunk_owner, columns]
+        np.maximum.at(best, chunk_owner, own_scores)
+        # Caption side: images scoring at least the caption's own image, minus that image.
         caption_ranks[chunk] = np.count_nonzero(scores >= own_scores, axis=0) - 1
+        # Image side: rivals above the band around the best own score count now ...
+        image_ranks += np.count_nonzero(scores > high, axis=1)
+        image_ranks -= np.bincount(chunk_owner[own_scores > high[chunk_owner, 0]], minlength=num_images)
+        # ... and rivals inside it wait for the exact best own score.
+        near = (scores >= low) & (scores <= high)
+        near[chunk_owner, columns] = False  # an image's own captions are not its rivals
+        rows, cols = np.nonzero(near)
+        near_rows.append(rows)
+        near_scores.append(scores[rows, cols])
         update(done)
-
-    image_ranks = np.zeros(num_images, dtype=np.int64)
-    threshold = best_positive[:, None]
-    for done, chunk in enumerate(chunks, start=len(chunks) + 1):
-        scores = images @ captions[chunk].T  # bit for bit the first pass's product
-        chunk_owner = owner[chunk]
-        own_scores = scores[chunk_owner, np.arange(chunk.stop - chunk.start)]
-        # Captions reaching the image's best own score, minus its own captions that do.
-        image_ranks += np.count_nonzero(scores >= threshold, axis=1)
-        image_ranks -= np.bincount(chunk_owner[own_scores >= best_positive[chunk_owner]], minlength=num_images)
-        update(done)
+    if not np.all((low[:, 0] <= best) & (best <= high[:, 0])):
+        raise ArithmeticError("a dot product exceeded its float32 rounding bound; please report this")
+    rows, values = np.concatenate(near_rows), np.concatenate(near_scores)
+    image_ranks += np.bincount(rows[values >= best[rows]], minlength=num_images)
     return image_ranks, caption_ranks
+
+
+def _dot_rounding_bound(images: np.ndarray, captions: np.ndarray) -> np.ndarray:
+    """``[N]``: how far two float32 evaluations of ``image . caption`` can differ, at most.
+
+    Any summation order of a length-``d`` float32 dot product is within
+    ``gamma_d * |x| |y|`` of the exact value (``gamma_d = d u / (1 - d u)``, ``u = 2**-24``;
+    Higham, Accuracy and Stability of Numerical Algorithms, 3.1), so two evaluations are
+    within twice that; the bound is widened a little for the float64 arithmetic around it.
+    """
+    dim = images.shape[1]
+    unit_roundoff = 2.0**-24
+    gamma = dim * unit_roundoff / (1.0 - dim * unit_roundoff)
+    image_norms = np.linalg.norm(images.astype(np.float64), axis=1)
+    caption_norm = float(np.max(np.linalg.norm(captions.astype(np.float64), axis=1), initial=0.0))
+    return 2.0 * gamma * image_norms * caption_norm * (1.0 + 1e-6) + np.finfo(np.float32).tiny
 
 
 def recall_metrics(image_ranks: np.ndarray, caption_ranks: np.ndarray) -> dict[str, float]:
