@@ -45,6 +45,7 @@ def demo_config(data_dir: str, run_dir: str, epochs: int, image_size: int = 64) 
             learning_rate=2e-3,
             lr_schedule="cosine",
             sampling="image",
+            validation_max_images=500,
         ),
     )
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", default="data/shapes")
     parser.add_argument("--run_dir", default="runs/demo")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--train_images", type=int, default=6000)
     parser.add_argument("--val_images", type=int, default=1000)
