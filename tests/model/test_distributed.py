@@ -32,6 +32,7 @@ def run_script(*args, timeout=300):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_two_replicas_give_the_one_device_loss_and_update():
     report = json.loads(run_script(SCRIPTS / "replicas_match_one_device.py").strip().splitlines()[-1])
     assert len(report) == 4  # sum / max violation x no clip / active clip

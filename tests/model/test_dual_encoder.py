@@ -114,6 +114,7 @@ def test_train_writes_a_complete_run_dir_and_restores(tiny_dataset, tmp_path):
     assert evaluate_run(restored, "val")["rsum"] == pytest.approx(best)
 
 
+@pytest.mark.slow
 def test_train_under_mirrored_strategy_on_two_devices(tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "train_mirrored.py"
     result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)

@@ -181,6 +181,7 @@ def test_loss_kind_is_in_the_config_and_the_model():
         SiameseConfig(positive_fraction=1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["finegrained", "category"])
 def test_fine_grained_and_category_labels_are_gathered_across_replicas(kind):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
