@@ -78,33 +78,53 @@ def _chunked_ranks(
     estimate = np.full(num_images, -np.inf, dtype=np.float64)
     np.maximum.at(estimate, owner, np.einsum("md,md->m", images[owner], captions, dtype=np.float32))
     bound = _dot_rounding_bound(images, captions)
-    low, high = (estimate - bound)[:, None], (estimate + bound)[:, None]
+    # float32, so that comparing with the float32 scores copies nothing; rounded outwards.
+    low = np.nextafter((estimate - bound).astype(np.float32), np.float32(-np.inf))[:, None]
+    high = np.nextafter((estimate + bound).astype(np.float32), np.float32(np.inf))[:, None]
     best = np.full(num_images, -np.inf, dtype=np.float32)
     image_ranks = np.zeros(num_images, dtype=np.int64)
     caption_ranks = np.empty(len(owner), dtype=np.int64)
     near_rows, near_scores = [], []
     for done, chunk in enumerate(chunks, start=1):
         scores = images @ captions[chunk].T  # [N, chunk]
-        chunk_owner, columns = owner[chunk], np.arange(chunk.stop - chunk.start)
-        own_scores = scores[chunk_owner, columns]
+        chunk_owner = owner[chunk]
+        own_scores = scores[chunk_owner, np.arange(chunk.stop - chunk.start)]
         np.maximum.at(best, chunk_owner, own_scores)
         # Caption side: images scoring at least the caption's own image, minus that image.
         caption_ranks[chunk] = np.count_nonzero(scores >= own_scores, axis=0) - 1
         # Image side: rivals above the band around the best own score count now ...
-        image_ranks += np.count_nonzero(scores > high, axis=1)
-        image_ranks -= np.bincount(chunk_owner[own_scores > high[chunk_owner, 0]], minlength=num_images)
-        # ... and rivals inside it wait for the exact best own score.
-        near = (scores >= low) & (scores <= high)
-        near[chunk_owner, columns] = False  # an image's own captions are not its rivals
-        rows, cols = np.nonzero(near)
+        above = np.count_nonzero(scores > high, axis=1)
+        own_above = np.bincount(chunk_owner[own_scores > high[chunk_owner, 0]], minlength=num_images)
+        image_ranks += above - own_above
+        # ... and rivals inside it (rare: near-ties) wait for the exact best own score.
+        own_near = np.bincount(chunk_owner[own_scores >= low[chunk_owner, 0]], minlength=num_images) - own_above
+        rivals_near = np.count_nonzero(scores >= low, axis=1) - above - own_near
+        rows, values = _near_rivals(scores, np.flatnonzero(rivals_near), low, high, chunk_owner)
         near_rows.append(rows)
-        near_scores.append(scores[rows, cols])
+        near_scores.append(values)
         update(done)
     if not np.all((low[:, 0] <= best) & (best <= high[:, 0])):
         raise ArithmeticError("a dot product exceeded its float32 rounding bound; please report this")
     rows, values = np.concatenate(near_rows), np.concatenate(near_scores)
     image_ranks += np.bincount(rows[values >= best[rows]], minlength=num_images)
     return image_ranks, caption_ranks
+
+
+def _near_rivals(
+    scores: np.ndarray, rows: np.ndarray, low: np.ndarray, high: np.ndarray, chunk_owner: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row and score of each rival caption in ``[low, high]`` of its row, for ``rows`` of ``scores``."""
+    if rows.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    if rows.size * 4 < scores.shape[0]:  # few rows (a trained model): look at those only
+        band = scores[rows]
+        near = (band >= low[rows]) & (band <= high[rows]) & (chunk_owner[None, :] != rows[:, None])
+        which, columns = np.nonzero(near)
+        return rows[which], band[which, columns]
+    near = (scores >= low) & (scores <= high)
+    near[chunk_owner, np.arange(len(chunk_owner))] = False  # an image's own captions are not rivals
+    which, columns = np.nonzero(near)
+    return which, scores[which, columns]
 
 
 def _dot_rounding_bound(images: np.ndarray, captions: np.ndarray) -> np.ndarray:
