@@ -32,21 +32,20 @@ def retrieval_ranks(
     chunk_size: int | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rank of the right answer for every query, in both directions, with exact comparisons.
+    """Rank of the right answer for every query, in both directions, exactly.
 
     An image's rank (image annotation, image -> text) is the number of other images'
     captions scoring at least as high as its best own caption. A caption's rank (image
     search, text -> image) is the number of other images scoring at least as high as its
-    own image. Scores are dot products; exact ties count against the query.
+    own image. Scores are dot products of the float32 embeddings, compared as exact
+    numbers (no tolerance); exact ties count against the query.
 
-    Every positive is compared with negatives from the same matrix product, so no
-    tolerance decides a rank. Captions are processed ``chunk_size`` at a time; a caption
-    finds its own image's score in its chunk's ``[N, chunk]`` product. An image's best
-    own score is only known once all its captions' chunks are done, so each chunk counts
-    the rivals clearly above an estimate of it (a separate dot product, off by at most the
-    float32 rounding bound of :func:`_dot_rounding_bound`) and keeps the few rivals within
-    that bound of it, which are compared with the exact best at the end. Memory is
-    ``O(N * chunk_size)`` plus those few rivals, never ``O(N * M)``; one pass, no sort.
+    The positives (each caption with its own image) are computed in float64 first. Then
+    captions are processed ``chunk_size`` at a time as one float32 ``[N, chunk]`` product:
+    a float32 score further from a positive than the float32 rounding bound
+    (:func:`_rounding_bounds`) is on the same side of it as the exact score, and the few
+    scores within the bound (near-ties) are recomputed in float64. Memory is
+    ``O(N * chunk_size)``, never ``O(N * M)``, and no score matrix is sorted.
 
     Args:
         image_embeddings: ``[N, D]``.
@@ -75,72 +74,101 @@ def _chunked_ranks(
     images: np.ndarray, captions: np.ndarray, owner: np.ndarray, chunks: list[slice], update
 ) -> tuple[np.ndarray, np.ndarray]:
     num_images = images.shape[0]
-    estimate = np.full(num_images, -np.inf, dtype=np.float64)
-    np.maximum.at(estimate, owner, np.einsum("md,md->m", images[owner], captions, dtype=np.float32))
-    bound = _dot_rounding_bound(images, captions)
-    # float32, so that comparing with the float32 scores copies nothing; rounded outwards.
-    low = np.nextafter((estimate - bound).astype(np.float32), np.float32(-np.inf))[:, None]
-    high = np.nextafter((estimate + bound).astype(np.float32), np.float32(np.inf))[:, None]
-    best = np.full(num_images, -np.inf, dtype=np.float32)
+    own = _exact_dots(images, captions, owner, np.arange(len(owner)))  # [M] float64
+    best = np.full(num_images, -np.inf)
+    np.maximum.at(best, owner, own)
+    image_error, caption_error = _rounding_bounds(images, captions)
+    image_low, image_high = _outward(best - image_error, best + image_error)
     image_ranks = np.zeros(num_images, dtype=np.int64)
-    caption_ranks = np.empty(len(owner), dtype=np.int64)
-    near_rows, near_scores = [], []
+    caption_ranks = np.zeros(len(owner), dtype=np.int64)
     for done, chunk in enumerate(chunks, start=1):
-        scores = images @ captions[chunk].T  # [N, chunk]
+        scores = images @ captions[chunk].T  # [N, chunk] float32
         chunk_owner = owner[chunk]
-        own_scores = scores[chunk_owner, np.arange(chunk.stop - chunk.start)]
-        np.maximum.at(best, chunk_owner, own_scores)
-        # Caption side: images scoring at least the caption's own image, minus that image.
-        caption_ranks[chunk] = np.count_nonzero(scores >= own_scores, axis=0) - 1
-        # Image side: rivals above the band around the best own score count now ...
-        above = np.count_nonzero(scores > high, axis=1)
-        own_above = np.bincount(chunk_owner[own_scores > high[chunk_owner, 0]], minlength=num_images)
-        image_ranks += above - own_above
-        # ... and rivals inside it (rare: near-ties) wait for the exact best own score.
-        own_near = np.bincount(chunk_owner[own_scores >= low[chunk_owner, 0]], minlength=num_images) - own_above
-        rivals_near = np.count_nonzero(scores >= low, axis=1) - above - own_near
-        rows, values = _near_rivals(scores, np.flatnonzero(rivals_near), low, high, chunk_owner)
-        near_rows.append(rows)
-        near_scores.append(values)
+        # A float32 score above (below) the band around an exact positive is above (below) it
+        # exactly; scores inside the band are recomputed in float64.
+        caption_low, caption_high = _outward(own[chunk] - caption_error[chunk], own[chunk] + caption_error[chunk])
+        caption_ranks[chunk] = _ranks_of_columns(
+            images, captions, scores, chunk, chunk_owner, own[chunk], caption_low, caption_high
+        )
+        image_ranks += _ranks_of_rows(images, captions, scores, chunk, chunk_owner, best, image_low, image_high)
         update(done)
-    if not np.all((low[:, 0] <= best) & (best <= high[:, 0])):
-        raise ArithmeticError("a dot product exceeded its float32 rounding bound; please report this")
-    rows, values = np.concatenate(near_rows), np.concatenate(near_scores)
-    image_ranks += np.bincount(rows[values >= best[rows]], minlength=num_images)
     return image_ranks, caption_ranks
 
 
-def _near_rivals(
-    scores: np.ndarray, rows: np.ndarray, low: np.ndarray, high: np.ndarray, chunk_owner: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Row and score of each rival caption in ``[low, high]`` of its row, for ``rows`` of ``scores``."""
-    if rows.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    if rows.size * 4 < scores.shape[0]:  # few rows (a trained model): look at those only
-        band = scores[rows]
-        near = (band >= low[rows]) & (band <= high[rows]) & (chunk_owner[None, :] != rows[:, None])
-        which, columns = np.nonzero(near)
-        return rows[which], band[which, columns]
-    near = (scores >= low) & (scores <= high)
-    near[chunk_owner, np.arange(len(chunk_owner))] = False  # an image's own captions are not rivals
-    which, columns = np.nonzero(near)
-    return which, scores[which, columns]
+def _ranks_of_columns(images, captions, scores, chunk, chunk_owner, own, low, high) -> np.ndarray:
+    """Caption side: images other than its own scoring at least the caption's own score."""
+    above = _count(scores > high[None, :], axis=0)
+    # Each column's band holds its own image; a column with more holds near-ties.
+    uncertain = _count(scores >= low[None, :], axis=0) - above > 1
+    if not uncertain.any():
+        return above
+    band = (scores >= low[None, :]) & (scores <= high[None, :]) & uncertain[None, :]
+    band[chunk_owner, np.arange(len(chunk_owner))] = False  # a caption's own image is no rival
+    rows, cols = np.nonzero(band)
+    exact = _exact_dots(images, captions, rows, chunk.start + cols)
+    return above + np.bincount(cols[exact >= own[cols]], minlength=len(chunk_owner))
 
 
-def _dot_rounding_bound(images: np.ndarray, captions: np.ndarray) -> np.ndarray:
-    """``[N]``: how far two float32 evaluations of ``image . caption`` can differ, at most.
+def _ranks_of_rows(images, captions, scores, chunk, chunk_owner, best, low, high) -> np.ndarray:
+    """Image side, this chunk's share: other images' captions scoring at least the image's best."""
+    above = _count(scores > high[:, None], axis=1)  # own captions are never above the band
+    own_scores = scores[chunk_owner, np.arange(len(chunk_owner))]
+    own_in_band = np.bincount(chunk_owner[own_scores >= low[chunk_owner]], minlength=len(best))
+    uncertain = np.flatnonzero(_count(scores >= low[:, None], axis=1) - above > own_in_band)
+    if not uncertain.size:
+        return above
+    part = scores[uncertain]  # rows: a cheap copy
+    band = (part >= low[uncertain, None]) & (part <= high[uncertain, None])
+    band &= chunk_owner[None, :] != uncertain[:, None]  # own captions are no rivals
+    which, cols = np.nonzero(band)
+    rows = uncertain[which]
+    exact = _exact_dots(images, captions, rows, chunk.start + cols)
+    return above + np.bincount(rows[exact >= best[rows]], minlength=len(best))
+
+
+def _count(mask: np.ndarray, axis: int) -> np.ndarray:
+    """``np.count_nonzero(mask, axis)``, summed as bytes (twice as fast for large masks)."""
+    return mask.view(np.uint8).sum(axis=axis, dtype=np.int64)
+
+
+def _exact_dots(images: np.ndarray, captions: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``images[rows[k]] . captions[cols[k]]`` in float64 (products of float32 are exact there)."""
+    dots = np.empty(len(rows), dtype=np.float64)
+    block = max(1, 2**24 // max(1, images.shape[1]))  # 128 MB of float64 rows at a time
+    for start in range(0, len(rows), block):
+        part = slice(start, start + block)
+        dots[part] = np.einsum("kd,kd->k", images[rows[part]], captions[cols[part]], dtype=np.float64)
+    return dots
+
+
+def _rounding_bounds(images: np.ndarray, captions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``([N], [M])``: how far a float32 ``image . caption`` can be from the exact value, at most.
 
     Any summation order of a length-``d`` float32 dot product is within
     ``gamma_d * |x| |y|`` of the exact value (``gamma_d = d u / (1 - d u)``, ``u = 2**-24``;
-    Higham, Accuracy and Stability of Numerical Algorithms, 3.1), so two evaluations are
-    within twice that; the bound is widened a little for the float64 arithmetic around it.
+    Higham, Accuracy and Stability of Numerical Algorithms, 3.1). Per image with the
+    largest caption norm, per caption with the largest image norm; widened a little for
+    the float64 arithmetic around it.
     """
     dim = images.shape[1]
     unit_roundoff = 2.0**-24
     gamma = dim * unit_roundoff / (1.0 - dim * unit_roundoff)
-    image_norms = np.linalg.norm(images.astype(np.float64), axis=1)
-    caption_norm = float(np.max(np.linalg.norm(captions.astype(np.float64), axis=1), initial=0.0))
-    return 2.0 * gamma * image_norms * caption_norm * (1.0 + 1e-6) + np.finfo(np.float32).tiny
+    # float32 norms are within a few ulps; the 1e-4 widening covers them.
+    image_norms = np.sqrt(np.einsum("nd,nd->n", images, images, dtype=np.float64)) * (1.0 + 1e-4)
+    caption_norms = np.sqrt(np.einsum("md,md->m", captions, captions, dtype=np.float64)) * (1.0 + 1e-4)
+    tiny = np.finfo(np.float32).tiny
+    return (
+        gamma * image_norms * float(caption_norms.max(initial=0.0)) + tiny,
+        gamma * caption_norms * float(image_norms.max(initial=0.0)) + tiny,
+    )
+
+
+def _outward(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 bounds (so comparing with float32 scores copies nothing), rounded outwards."""
+    return (
+        np.nextafter(low.astype(np.float32), np.float32(-np.inf)),
+        np.nextafter(high.astype(np.float32), np.float32(np.inf)),
+    )
 
 
 def recall_metrics(image_ranks: np.ndarray, caption_ranks: np.ndarray) -> dict[str, float]:
