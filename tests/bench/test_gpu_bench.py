@@ -1,0 +1,33 @@
+"""bench/gpu.py runs (tiny shapes on the CPU) so that it cannot rot before it meets a GPU."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu.py"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_without_a_gpu_it_says_so_and_exits_0(tmp_path):
+    result = run("--results_dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no GPU visible" in result.stdout and not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_tiny_shapes_on_the_cpu_cover_every_case(tmp_path):
+    result = run("--tiny", "--allow_cpu", "--steps", "2", "--calls", "5", "--results_dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    cases = {(row["batch"], row["precision"], row["xla"]) for row in report["training"]}
+    assert cases == {(b, p, x) for b in (8, 16) for p in ("float32", "mixed_float16") for x in (False, True)}
+    assert all(row["pairs_per_s"] == pytest.approx(row["steps_per_s"] * row["batch"]) for row in report["training"])
+    towers = {(row["tower"], row["batch"]) for row in report["serving"]}
+    assert towers == {(t, b) for t in ("text_encoder", "image_encoder") for b in (1, 64)}
+    assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in report["serving"])
