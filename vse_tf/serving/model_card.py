@@ -68,10 +68,25 @@ def model_card(saved_model_dir: Path, model: ServingModel, version: int) -> dict
         "output": "unit-length float32 rows; similarity is the dot product",
         "ops": ops,
         "custom_ops": custom,
-        "runtime": "core TensorFlow ops only: stock tensorflow/serving and any TensorFlow 2 runtime load it"
-        if not custom
-        else "needs ops outside core TensorFlow (e.g. TF Text): a model server built with them",
+        "runtime": _runtime(custom),
     }
+
+
+# TF Text ops in every stock tensorflow/serving release that links TF Text's op library (2.12
+# and later certainly); the MiniLM text tower uses only these (see docs/text-minilm.md).
+STOCK_SERVING_TEXT_OPS = frozenset({"NormalizeUTF8", "WordpieceTokenizeWithOffsets"})
+
+
+def _runtime(custom_ops: list[str]) -> str:
+    """Which runtime loads a graph with these non-core ops."""
+    if not custom_ops:
+        return "core TensorFlow ops only: stock tensorflow/serving and any TensorFlow 2 runtime load it"
+    if set(custom_ops) <= STOCK_SERVING_TEXT_OPS:
+        return (
+            f"core TensorFlow plus the TF Text ops {', '.join(custom_ops)}, which the stock tensorflow/serving "
+            "model server (2.12 or later) links; in Python, `import tensorflow_text` before loading"
+        )
+    return "needs ops outside core TensorFlow (e.g. TF Text): a model server built with them"
 
 
 def saved_model_ops(saved_model_dir: str | os.PathLike) -> list[str]:

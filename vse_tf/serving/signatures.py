@@ -13,6 +13,7 @@ from vse_tf.config import ExperimentConfig
 from vse_tf.data.image_facts import MAX_IMAGE_PIXELS
 from vse_tf.serving.decoding import decode_for_serving
 from vse_tf.text.tokenizer import SentenceTokenizer
+from vse_tf.text.wordpiece import WordPieceTokenizer
 
 IMAGE_ENCODER_NAME = "image_encoder"
 TEXT_ENCODER_NAME = "text_encoder"
@@ -31,9 +32,9 @@ class ServingModel:
     description: str
 
 
-def text_serving_model(tokenizer: SentenceTokenizer, text_encoder: keras.Model) -> ServingModel:
+def text_serving_model(tokenizer: SentenceTokenizer | WordPieceTokenizer, text_encoder: keras.Model) -> ServingModel:
     """Raw sentences -> unit embeddings (tokenizer and encoder in one graph)."""
-    serving_tokenizer = SentenceTokenizer(tokenizer.vocabulary, tokenizer.max_length, pad_to_longest=True)
+    serving_tokenizer = type(tokenizer).from_config({**tokenizer.get_config(), "pad_to_longest": True})
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
     def serve_sentences(sentences):
@@ -45,13 +46,26 @@ def text_serving_model(tokenizer: SentenceTokenizer, text_encoder: keras.Model) 
         signatures={"serving_default": serve_sentences},
         warmup_inputs={"serving_default": {"sentences": np.array(WARMUP_SENTENCES, dtype=object)}},
         limits={"max_length": tokenizer.max_length},
-        description=(
-            "Sentences in, unit embeddings out. Lower-cased, punctuation (ASCII and Unicode) removed, "
-            "Chinese/Japanese (Han, Hiragana, Katakana) characters one token each, split on white "
-            f"space, truncated to {tokenizer.max_length} tokens; unknown words map to one OOV id; an empty "
-            "or blank sentence (no words after this) is read as the one unknown word [UNK], so every row is a "
-            "unit vector (the same one for every such sentence)."
-        ),
+        description=_text_description(tokenizer),
+    )
+
+
+def _text_description(tokenizer: SentenceTokenizer | WordPieceTokenizer) -> str:
+    """What the text signature does to a sentence, for the model card."""
+    if isinstance(tokenizer, WordPieceTokenizer):
+        return (
+            "Sentences in, unit embeddings out. BERT WordPiece tokenisation in the graph (as the original "
+            "all-MiniLM-L6-v2 tokenizer: control characters dropped, accents stripped, lower-cased, punctuation "
+            f"and CJK ideographs split), [CLS] ... [SEP], truncated to {tokenizer.max_length} ids; pretrained "
+            "MiniLM encoder, pooling, projection, L2 normalisation. Needs the TF Text ops NormalizeUTF8 and "
+            "WordpieceTokenizeWithOffsets (stock TF Serving links them)."
+        )
+    return (
+        "Sentences in, unit embeddings out. Lower-cased, punctuation (ASCII and Unicode) removed, "
+        "Chinese/Japanese (Han, Hiragana, Katakana) characters one token each, split on white "
+        f"space, truncated to {tokenizer.max_length} tokens; unknown words map to one OOV id; an empty "
+        "or blank sentence (no words after this) is read as the one unknown word [UNK], so every row is a "
+        "unit vector (the same one for every such sentence)."
     )
 
 

@@ -1,22 +1,51 @@
 """The text tower: a standalone functional Keras model over token ids, built from config.
 
-Token ids ``[B, L]`` -> word embedding -> GRU (or graph convolutions over the word graph) ->
-projection -> L2 normalisation. Tokenisation is a separate layer
-(:class:`vse_tf.text.tokenizer.SentenceTokenizer`) because Keras ``fit`` under
-MirroredStrategy cannot take ``tf.string`` model inputs; the exported text SavedModel puts
-the two together.
+Token ids ``[B, L]`` -> word embedding -> GRU (or graph convolutions over the word graph, or
+the pretrained MiniLM encoder with pooling) -> projection -> L2 normalisation. Tokenisation
+is a separate layer (:class:`vse_tf.text.tokenizer.SentenceTokenizer`, or
+:class:`vse_tf.text.wordpiece.WordPieceTokenizer` for MiniLM; :func:`build_tokenizer`)
+because Keras ``fit`` under MirroredStrategy cannot take ``tf.string`` model inputs; the
+exported text SavedModel puts the two together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import keras
 from keras import layers
 
 from vse_tf.config import TextTowerConfig
 from vse_tf.layers import unit_rows
+from vse_tf.text.minilm import build_pretrained_sentence_encoder, read_tokenizer_json, set_trainable_blocks
+from vse_tf.text.tokenizer import SentenceTokenizer, build_vocabulary
 from vse_tf.text.word_graph import WordGraphConvolution
+from vse_tf.text.wordpiece import WordPieceTokenizer, vocabulary_from_tokenizer_json
+
+PRETRAINED_TEXT_ENCODER = "minilm"  # the pretrained sub-model's name inside the text tower
+
+
+def text_vocabulary(config: TextTowerConfig, captions: Iterable[str]) -> list[str]:
+    """The tokenizer's vocabulary: the training captions' words, or (``minilm``) the pretrained WordPiece one."""
+    if config.encoder == "minilm":
+        return vocabulary_from_tokenizer_json(read_tokenizer_json(config.pretrained))
+    return build_vocabulary(captions, config.min_word_count)
+
+
+def build_tokenizer(
+    config: TextTowerConfig, vocabulary: Sequence[str], pad_to_longest: bool = False
+) -> SentenceTokenizer | WordPieceTokenizer:
+    """The tokenizer layer that feeds the text tower: ``tf.string [B]`` -> ``int64 [B, max_length]``."""
+    if config.encoder == "minilm":
+        return WordPieceTokenizer(vocabulary, config.max_length, pad_to_longest=pad_to_longest)
+    return SentenceTokenizer(vocabulary, config.max_length, pad_to_longest=pad_to_longest)
+
+
+def pretrained_variables(text_encoder: keras.Model) -> list:
+    """The trainable variables of the tower's pretrained encoder (none for ``gru`` / ``graph``)."""
+    if not any(layer.name == PRETRAINED_TEXT_ENCODER for layer in text_encoder.layers):
+        return []
+    return list(text_encoder.get_layer(PRETRAINED_TEXT_ENCODER).trainable_variables)
 
 
 def build_text_tower(
@@ -35,9 +64,13 @@ def build_text_tower(
         (``gru``; the ``graph`` encoder maps it to a constant row). With
         ``config.encoder == "graph"`` the word graph holds only self loops until
         :func:`vse_tf.text.word_graph.initialize_word_graph` (or ``load_weights``) sets it.
+        ``minilm`` ignores ``vocabulary`` (its WordPiece ids are the pretrained model's) and
+        maps ``[PAD]`` (id 0) positions out of attention and pooling.
     """
     if config.encoder == "graph":
         return _graph_text_tower(config, len(vocabulary) + 2, embed_dim, name)
+    if config.encoder == "minilm":
+        return _minilm_text_tower(config, embed_dim, name)
     # Any length: training pads to max_length, serving only to the batch's longest sentence.
     tokens = keras.Input(shape=(None,), dtype="int64", name="tokens")
     vocabulary_size = len(vocabulary) + 2
@@ -62,3 +95,16 @@ def _graph_text_tower(config: TextTowerConfig, vocabulary_size: int, embed_dim: 
     projected = layers.Dense(embed_dim, name="projection")(features)
     outputs = unit_rows()(projected)
     return keras.Model(tokens, outputs, name=name)
+
+
+def _minilm_text_tower(config: TextTowerConfig, embed_dim: int, name: str) -> keras.Model:
+    """WordPiece ids -> pretrained MiniLM -> pooling -> projection -> L2; frozen or partly trainable."""
+    encoder, _ = build_pretrained_sentence_encoder(
+        config.pretrained, config.pretrained_layers or None, PRETRAINED_TEXT_ENCODER, config.pooling
+    )
+    trains = set_trainable_blocks(encoder, config.trainable_layers)
+    tokens = keras.Input(shape=(None,), dtype="int64", name="tokens")
+    # A frozen encoder runs in inference mode (no dropout) even while the projection trains.
+    pooled = encoder(tokens, training=None if trains else False)
+    projected = layers.Dense(embed_dim, name="projection")(pooled)
+    return keras.Model(tokens, unit_rows()(projected), name=name)

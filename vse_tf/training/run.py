@@ -18,6 +18,8 @@ from vse_tf.config import ExperimentConfig
 from vse_tf.files import write_text_atomic
 from vse_tf.model.dual_encoder import DualEncoder, build_dual_encoder
 from vse_tf.text.tokenizer import SentenceTokenizer, load_vocabulary
+from vse_tf.text.towers import build_tokenizer
+from vse_tf.text.wordpiece import WordPieceTokenizer
 
 CONFIG_FILE = "config.json"
 
@@ -33,7 +35,7 @@ class Run:
     """A trained (or restored) run: its config, tokenizer and model."""
 
     config: ExperimentConfig
-    tokenizer: SentenceTokenizer
+    tokenizer: SentenceTokenizer | WordPieceTokenizer
     model: DualEncoder
 
     @property
@@ -55,7 +57,7 @@ def restore_run(run_dir: str | os.PathLike) -> Run:
     if not weights.exists():
         raise FileNotFoundError(f"{weights}: no checkpoint; did training finish an epoch?")
     model.load_weights(str(weights))
-    return Run(config, SentenceTokenizer(vocabulary, config.text.max_length), model)
+    return Run(config, build_tokenizer(config.text, vocabulary), model)
 
 
 def save_metrics(run: Run, metrics: dict[str, float], name: str = "metrics.json") -> Path:

@@ -33,7 +33,8 @@ from vse_tf.model.distribution import make_strategy
 from vse_tf.model.dual_encoder import build_dual_encoder
 from vse_tf.model.optimizer import build_optimizer
 from vse_tf.model.siamese import TextVectors
-from vse_tf.text.tokenizer import SentenceTokenizer, build_vocabulary, save_vocabulary
+from vse_tf.text.tokenizer import save_vocabulary
+from vse_tf.text.towers import build_tokenizer, pretrained_variables, text_vocabulary
 from vse_tf.text.word_graph import initialize_word_graph
 from vse_tf.text.word_vectors import initialize_word_embedding
 from vse_tf.training.callbacks import (
@@ -64,11 +65,11 @@ def train(config: ExperimentConfig, verbose: int = 1) -> Run:
     tracker = None if config.image.backbone == "features" else DecodeTracker(train_split.image_refs)
     if verbose:
         print(cache_decision(train_split, config)[1], flush=True)
-    vocabulary = build_vocabulary(train_split.captions, config.text.min_word_count)
+    vocabulary = text_vocabulary(config.text, train_split.captions)
     config.save(run_dir / CONFIG_FILE)
     save_vocabulary(vocabulary, run_dir / VOCABULARY_FILE)
 
-    tokenizer = SentenceTokenizer(vocabulary, config.text.max_length)
+    tokenizer = build_tokenizer(config.text, vocabulary)
     strategy = make_strategy(config.train.strategy)
     replicas = strategy.num_replicas_in_sync
     if config.train.batch_size % replicas:
@@ -76,9 +77,8 @@ def train(config: ExperimentConfig, verbose: int = 1) -> Run:
     steps_per_epoch = _steps_per_epoch(config, train_split)
     with strategy.scope():
         model = build_dual_encoder(config, vocabulary)
-        model.compile(
-            optimizer=build_optimizer(config, steps_per_epoch, replicas), jit_compile=config.train.jit_compile
-        )
+        optimizer = build_optimizer(config, steps_per_epoch, replicas, pretrained_variables(model.text_encoder))
+        model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
     if config.text.encoder == "graph":
         initialize_word_graph(model.text_encoder, train_split.captions, vocabulary)
     text_vectors = fine_grained_text_vectors(config, train_split)
