@@ -39,6 +39,7 @@ setup(
         # skimage's bundled photos (chelsea, coffee) prove the port; CI runs the conversion tests.
         "test": [
             "pytest==9.2.0",
+            "pytest-xdist==3.8.0",
             "ruff==0.17.5",
             "scikit-image==0.26.0",
             *GLOVE,

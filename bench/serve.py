@@ -1,9 +1,10 @@
 """Benchmark: serving latency of the exported towers against bare Keras, and top-k over a gallery.
 
-    python bench/serve.py [--run runs/demo] [--repeats 200] [--gallery 1000000]
+    python bench/serve.py [--run runs/demo] [--repeats 200] [--gallery 1000000] [--text_encoder minilm]
 
 Without --run the towers are the demo's architecture with random weights (latency does
-not depend on the weights). For each case: p50/p99 milliseconds of the reloaded
+not depend on the weights); ``--text_encoder minilm`` swaps in the pretrained MiniLM text
+tower (frozen, max length 64). For each case: p50/p99 milliseconds of the reloaded
 SavedModel signature and of the same Keras towers called directly (eagerly, and inside a
 tf.function, the fairer graph-to-graph comparison). Then brute-force top-10 over a gallery
 of unit vectors: the retrieval graph (matmul + tf.math.top_k) and NumPy
@@ -13,6 +14,7 @@ of unit vectors: the retrieval graph (matmul + tf.math.top_k) and NumPy
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -25,7 +27,7 @@ from train.demo import demo_config
 from vse_tf.model.dual_encoder import build_dual_encoder
 from vse_tf.serving.export import export_towers
 from vse_tf.serving.index import top_k
-from vse_tf.text.tokenizer import SentenceTokenizer
+from vse_tf.text.towers import build_tokenizer, text_vocabulary
 from vse_tf.training.run import restore_run
 
 SENTENCE = "there is a big blue star to the right of a little red circle"
@@ -43,15 +45,34 @@ def latency_ms(call, repeats: int) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
 
 
-def towers(run_dir: str | None):
+def towers(run_dir: str | None, text_encoder: str = "gru"):
     if run_dir:
         run = restore_run(run_dir)
         return run.config, run.tokenizer, run.model
-    from vse_tf.text.tokenizer import build_vocabulary
-
     config = demo_config("unused", "unused", epochs=1)
-    vocabulary = build_vocabulary([SENTENCE, "a small red circle left of a big blue star above below"])
-    return config, SentenceTokenizer(vocabulary, config.text.max_length), build_dual_encoder(config, vocabulary)
+    if text_encoder == "minilm":
+        config = dataclasses.replace(config, text=dataclasses.replace(config.text, encoder="minilm", max_length=64))
+    vocabulary = text_vocabulary(config.text, [SENTENCE, "a small red circle left of a big blue star above below"])
+    return config, build_tokenizer(config.text, vocabulary), build_dual_encoder(config, vocabulary)
+
+
+def gallery_rows(dim: int, items: int, repeats: int, rng: np.random.Generator) -> list[tuple]:
+    """Brute-force top-10 over ``items`` random unit vectors: the TF graph and NumPy."""
+    gallery = rng.standard_normal((items, dim), dtype=np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    query = gallery[:1] + 0.01
+    variable = tf.Variable(gallery)
+    graph_top_k = tf.function(lambda q: tf.math.top_k(tf.matmul(q, variable, transpose_b=True), k=10))
+    repeats = max(5, repeats // 10)
+    return [
+        ("top-10", items, f"TF matmul + top_k (d={dim})", latency_ms(lambda: graph_top_k(tf.constant(query)), repeats)),
+        (
+            "top-10",
+            items,
+            f"NumPy matmul + argpartition (d={dim})",
+            latency_ms(lambda: top_k(query, gallery, 10), repeats),
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", help="a trained run directory (default: demo architecture, random weights)")
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--gallery", type=int, default=1_000_000)
+    parser.add_argument("--text_encoder", default="gru", choices=("gru", "minilm"), help="without --run")
     args = parser.parse_args(argv)
-    config, tokenizer, model = towers(args.run)
+    config, tokenizer, model = towers(args.run, args.text_encoder)
     size = config.image.image_size
     rows = []
     with tempfile.TemporaryDirectory() as models_dir:
@@ -119,35 +141,14 @@ def main(argv: list[str] | None = None) -> int:
                 ("image", batch, "Keras eager call", latency_ms(lambda p=pixels: model.image_encoder(p), args.repeats))
             )
 
-    dim = config.embed_dim
-    gallery = rng.standard_normal((args.gallery, dim), dtype=np.float32)
-    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
-    query = gallery[:1] + 0.01
-    variable = tf.Variable(gallery)
-    graph_top_k = tf.function(lambda q: tf.math.top_k(tf.matmul(q, variable, transpose_b=True), k=10))
-    repeats = max(5, args.repeats // 10)
-    rows.append(
-        (
-            "top-10",
-            args.gallery,
-            f"TF matmul + top_k (d={dim})",
-            latency_ms(lambda: graph_top_k(tf.constant(query)), repeats),
-        )
-    )
-    rows.append(
-        (
-            "top-10",
-            args.gallery,
-            f"NumPy matmul + argpartition (d={dim})",
-            latency_ms(lambda: top_k(query, gallery, 10), repeats),
-        )
-    )
+    if args.gallery:
+        rows += gallery_rows(config.embed_dim, args.gallery, args.repeats, rng)
 
     print(f"{'tower':<7} {'batch':>8}  {'path':<40} {'p50 ms':>8} {'p99 ms':>8}")
     for tower, batch, path, timing in rows:
         print(f"{tower:<7} {batch:>8}  {path:<40} {timing['p50_ms']:8.2f} {timing['p99_ms']:8.2f}")
     results = write_results(
-        "serve",
+        "serve" if args.run or args.text_encoder == "gru" else f"serve_{args.text_encoder}",
         {
             "tensorflow": tf.__version__,
             "run": args.run or "demo architecture, random weights",

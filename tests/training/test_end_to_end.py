@@ -8,7 +8,13 @@ import pytest
 import tensorflow as tf
 from conftest import naive_recall_at_1
 
+from export.export import main as export_main
+from export.projector import main as projector_main
+from train.evaluate import main as evaluate_main
+from train.evaluate_annotation import main as annotation_main
+from train.evaluate_arithmetic import main as arithmetic_main
 from vse_tf.evaluation.encode import encode_split
+from vse_tf.evaluation.metrics import METRIC_KEYS
 from vse_tf.training.run import restore_run
 
 
@@ -18,8 +24,16 @@ def run(*args, cwd):
     return result.stdout
 
 
+def call(main, *args, capsys) -> str:
+    """A command's ``main`` in this process (no second TensorFlow start-up); its stdout."""
+    capsys.readouterr()
+    assert main(list(args)) == 0
+    return capsys.readouterr().out
+
+
 @pytest.mark.slow
-def test_generate_train_export_from_the_command_line(tmp_path):
+def test_generate_train_export_from_the_command_line(tmp_path, capsys):
+    """Data generation and training as subprocesses; the later commands' mains in this process."""
     data, run_dir, models = tmp_path / "shapes", tmp_path / "run", tmp_path / "models"
     out = run(
         "vse_tf.data.synthetic.shapes",
@@ -72,39 +86,46 @@ def test_generate_train_export_from_the_command_line(tmp_path):
     assert {key: metrics[key] for key in naive} == pytest.approx(naive)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["embed_dim"] == 32 and config["loss"]["warmup_epochs"] == 1
-    out = run("train.evaluate", "--run", str(run_dir), "--protocol", "coco1k", "--map_at", "10", cwd=tmp_path)
-    assert "protocol coco1k" in out and "MAP@10" in out
+    out = call(
+        evaluate_main,
+        "--run",
+        str(run_dir),
+        "--protocol",
+        "coco1k",
+        "--map_at",
+        "10",
+        "--normalise",
+        "qb",
+        capsys=capsys,
+    )
+    assert "protocol coco1k" in out and "MAP@10" in out and "querybank-normalised" in out
     folded = json.loads((run_dir / "metrics_test_coco1k.json").read_text())
     assert set(metrics) <= set(folded) and "t2i_map_at_10" in folded
+    assert {f"qb_{key}" for key in METRIC_KEYS} <= set(folded)
     assert (run_dir / "recall_test.png").exists()
-    out = run(
-        "train.evaluate_annotation",
+    out = call(
+        annotation_main,
         "--run",
         str(run_dir),
         "--from_split",
         "test",
         "--images",
         str(tmp_path / "classes"),
-        cwd=tmp_path,
+        capsys=capsys,
     )
     assert "top-1" in out and json.loads((run_dir / "corel.json").read_text())["images"] == 40
-    out = run("train.evaluate_arithmetic", "--run", str(run_dir), "--evaluate", cwd=tmp_path)
+    out = call(arithmetic_main, "--run", str(run_dir), "--evaluate", capsys=capsys)
     swaps = json.loads((run_dir / "arithmetic_test.json").read_text())
     # A random other image holds a given (colour, shape) object about 2 / 48 of the time.
     assert 0 < swaps["colour_swap_chance"] < 20 and "shape" in out
-    run("export.projector", "--run", str(run_dir), "--max_images", "10", cwd=tmp_path)
+    call(projector_main, "--run", str(run_dir), "--max_images", "10", capsys=capsys)
     assert (run_dir / "logs" / "projector" / "metadata.tsv").exists()
-    out = run("export.export", "--run", str(run_dir), "--out", str(models), cwd=tmp_path)
+    out = call(export_main, "--run", str(run_dir), "--out", str(models), capsys=capsys)
     assert str(models / "text_encoder" / "1") in out
     text = tf.saved_model.load(str(models / "text_encoder" / "1")).signatures["serving_default"]
     assert text(sentences=tf.constant(["a big red circle above a small blue star"]))["embeddings"].shape == (1, 32)
-    again = subprocess.run(
-        [sys.executable, "-m", "export.export", "--run", str(run_dir), "--out", str(models)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert again.returncode == 1 and "exists already" in again.stderr
+    assert export_main(["--run", str(run_dir), "--out", str(models)]) == 1
+    assert "exists already" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vse_tf.evaluation.querybank import DEFAULT_BETA, NORMALISATIONS, querybank_normalised
 from vse_tf.progress import progress_bar
 
 RECALL_KS = (1, 5, 10)
@@ -191,6 +192,10 @@ def evaluate_retrieval(
     folds: int = 1,
     chunk_size: int | None = None,
     progress: bool = False,
+    normalise: str = "none",
+    image_bank: np.ndarray | None = None,
+    caption_bank: np.ndarray | None = None,
+    beta: float = DEFAULT_BETA,
 ) -> dict[str, float]:
     """Recall@K both ways, with keys :data:`METRIC_KEYS`.
 
@@ -204,12 +209,31 @@ def evaluate_retrieval(
             of the folds' rsums.
         chunk_size: see :func:`retrieval_ranks`.
         progress: show a progress bar.
+        normalise: ``"none"``, or ``"qb"``: querybank normalisation (inverted softmax,
+            :mod:`vse_tf.evaluation.querybank`) of the scores, which discounts hubs.
+        image_bank: ``"qb"``: ``[Q1, D]`` image queries (training images) that normalise
+            the captions' scores for annotation.
+        caption_bank: ``"qb"``: ``[Q2, D]`` caption queries (training captions) that
+            normalise the images' scores for image search.
+        beta: ``"qb"``: inverse temperature of the inverted softmax.
 
     Returns:
         ``i2t_*`` is image annotation (image -> text), ``t2i_*`` image search
         (text -> image); R@K in percent, medr = floor(median rank) + 1,
         meanr = mean rank + 1, rsum = the sum of the six R@K.
     """
+    if normalise not in NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {normalise!r}")
+    if normalise == "qb":
+        if image_bank is None or caption_bank is None:
+            raise ValueError('normalise="qb" needs an image_bank and a caption_bank (e.g. the training split)')
+        for name, values in (("image_bank", image_bank), ("caption_bank", caption_bank)):
+            _check_finite(np.asarray(values), name)
+        _check_finite(np.asarray(image_embeddings), "image")
+        _check_finite(np.asarray(caption_embeddings), "caption")
+        image_embeddings, caption_embeddings = querybank_normalised(
+            image_embeddings, caption_embeddings, image_bank, caption_bank, beta
+        )
     if folds == 1:
         return recall_metrics(
             *retrieval_ranks(image_embeddings, caption_embeddings, caption_to_image, chunk_size, progress)
@@ -332,13 +356,17 @@ def _check_shapes(images: np.ndarray, captions: np.ndarray, owner: np.ndarray) -
         raise ValueError(f"caption_to_image must have one entry per caption ({captions.shape[0]}), got {owner.shape}")
     if owner.size and (owner.min() < 0 or owner.max() >= images.shape[0]):
         raise ValueError(f"caption_to_image must index the {images.shape[0]} images")
-    for name, values in (("image", images), ("caption", captions)):
-        bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
-        if bad_rows.size:
-            raise ValueError(f"{bad_rows.size} {name} embedding(s) are not finite (NaN or inf), e.g. row {bad_rows[0]}")
+    _check_finite(images, "image")
+    _check_finite(captions, "caption")
     without_captions = np.setdiff1d(np.arange(images.shape[0]), owner)
     if without_captions.size:
         raise ValueError(f"{without_captions.size} image(s) have no caption, e.g. row {without_captions[0]}")
+
+
+def _check_finite(values: np.ndarray, name: str) -> None:
+    bad_rows = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+    if bad_rows.size:
+        raise ValueError(f"{bad_rows.size} {name} embedding(s) are not finite (NaN or inf), e.g. row {bad_rows[0]}")
 
 
 def _category_codes(first: Sequence | np.ndarray, second: Sequence | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
