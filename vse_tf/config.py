@@ -279,6 +279,9 @@ class TrainConfig:
         jit_compile: compile the train step with XLA.
         monitor: validation metric that picks the best checkpoint: ``val_rsum`` (Recall@K,
             VSE++) or ``val_mean_map`` (category MAP both ways; labelled sets only).
+        micro_batch: 0: one pass of the towers over each batch; ``M > 0``: gradient caching,
+            the towers run ``M`` rows at a time (activations of ``M`` rows in memory) and the
+            loss and its exact gradient still cover the whole global batch.
     """
 
     run_dir: str = "runs/default"
@@ -298,6 +301,7 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
     monitor: str = "val_rsum"
+    micro_batch: int = 0
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
@@ -310,6 +314,8 @@ class TrainConfig:
             raise ValueError(f"train.sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
         if self.batch_size < 2:
             raise ValueError(f"train.batch_size must be >= 2 (negatives come from the batch), got {self.batch_size}")
+        if self.micro_batch < 0:
+            raise ValueError(f"train.micro_batch must be >= 0 (0: no gradient caching), got {self.micro_batch}")
 
 
 @dataclasses.dataclass(frozen=True)

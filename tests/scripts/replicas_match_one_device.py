@@ -23,20 +23,21 @@ tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConf
 
 import keras  # noqa: E402
 
-from vse_tf.config import ExperimentConfig, ImageTowerConfig, LossConfig, TextTowerConfig  # noqa: E402
+from vse_tf.config import ExperimentConfig, ImageTowerConfig, LossConfig, TextTowerConfig, TrainConfig  # noqa: E402
 from vse_tf.model.distribution import replica_clipnorm  # noqa: E402
 from vse_tf.model.dual_encoder import build_dual_encoder  # noqa: E402
 
 GLOBAL_BATCH, STEPS = 8, 1
 
 
-def make_config(backbone: str, max_violation: bool, kind: str = "triplet") -> ExperimentConfig:
+def make_config(backbone: str, max_violation: bool, kind: str = "triplet", micro_batch: int = 0) -> ExperimentConfig:
     image = ImageTowerConfig(backbone=backbone, feature_dim=6, image_size=16, cnn_filters=(4,))
     return ExperimentConfig(
         embed_dim=8,
         image=image,
         text=TextTowerConfig(max_length=5, word_dim=4, gru_units=8),
         loss=LossConfig(kind=kind, max_violation=max_violation),
+        train=TrainConfig(micro_batch=micro_batch),
     )
 
 
@@ -75,21 +76,24 @@ def main() -> int:
     report = {}
     # The triplet loss with and without max violation and clipping; CLIP's and SigLIP's losses
     # (mean over the global batch, learned scalars whose gradient every replica holds whole).
-    cases = [("triplet", mv, clip) for mv in (False, True) for clip in (0.0, 0.05)]
-    cases += [("infonce", False, 0.0), ("siglip", False, 0.0)]
+    cases = [("triplet", mv, clip, 0) for mv in (False, True) for clip in (0.0, 0.05)]
+    cases += [("infonce", False, 0.0, 0), ("siglip", False, 0.0, 0)]
+    # Gradient caching on two replicas (4 rows each) in micro-batches of 3 against one device
+    # without it.
+    cases += [("triplet", True, 0.0, 3), ("infonce", False, 0.0, 3)]
     # One strategy for every case: a new MirroredStrategy in the same process starts its
     # collective instance keys again, which collide with the previous model's when the
     # gradients' packed size differs (the learned scalars change it).
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     for backbone in sys.argv[1:] or ("features",):
-        for kind, max_violation, clip in cases:
+        for kind, max_violation, clip, micro_batch in cases:
             config = make_config(backbone, max_violation, kind)
             initial = build_dual_encoder(config, [f"w{i}" for i in range(7)]).get_weights()
             data = batches(config)
             one = train(tf.distribute.get_strategy(), config, data, initial, clip)
-            two = train(mirrored, config, data, initial, clip)
+            two = train(mirrored, make_config(backbone, max_violation, kind, micro_batch), data, initial, clip)
             moved = max(float(np.max(np.abs(a - b))) for a, b in zip(one[2], initial))
-            report[f"{backbone}/{kind}/mv={max_violation}/clip={clip}"] = {
+            report[f"{backbone}/{kind}/mv={max_violation}/clip={clip}/micro={micro_batch}"] = {
                 "train_loss": [one[0], two[0]],
                 "eval_loss": [one[1], two[1]],
                 "weights_max_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(one[2], two[2])),

@@ -13,6 +13,7 @@ from vse_tf.config import LOSS_KINDS, ExperimentConfig
 from vse_tf.image.towers import build_image_tower
 from vse_tf.model._keras_compat import BuildsWithoutData, reducible_log
 from vse_tf.model.distribution import gather_from_replicas, sum_over_replicas
+from vse_tf.model.gradient_cache import cached_gradients, check_cacheable
 from vse_tf.model.losses import (
     fine_grained_labels,
     infonce_loss,
@@ -74,6 +75,9 @@ class DualEncoder(BuildsWithoutData, keras.Model):
         max_logit_scale: ``infonce``: the largest logit scale.
         siglip_scale: ``siglip``: initial scale t (trainable weight ``siglip_log_scale`` = log t).
         siglip_bias: ``siglip``: initial bias b (trainable weight ``siglip_bias``).
+        micro_batch: 0 for one pass over the batch; ``M > 0``: gradient caching
+            (:mod:`vse_tf.model.gradient_cache`), the towers run ``M`` rows at a time and the
+            loss still sees the whole global batch.
 
     The learned scalars are logged with the loss (``logit_scale``, or ``siglip_scale`` and
     ``siglip_bias``), so TensorBoard shows them per epoch.
@@ -93,6 +97,7 @@ class DualEncoder(BuildsWithoutData, keras.Model):
         max_logit_scale: float = 100.0,
         siglip_scale: float = 10.0,
         siglip_bias: float = -10.0,
+        micro_batch: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -116,6 +121,9 @@ class DualEncoder(BuildsWithoutData, keras.Model):
         self.siglip_scale = float(siglip_scale)
         self.siglip_bias = float(siglip_bias)
         self.loss_scalars = self._add_loss_scalars()
+        self.micro_batch = int(micro_batch)
+        if self.micro_batch:
+            check_cacheable(self)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         # Both towers are built functional models, so this model has all its weights now
         # (BackupAndRestore and load_weights need a built model).
@@ -209,7 +217,11 @@ class DualEncoder(BuildsWithoutData, keras.Model):
         the same value: the loss one device would compute on the whole batch.
         """
         embeddings = self(data, training=training)
-        local = [embeddings["image_embeddings"], embeddings["caption_embeddings"], data["image_id"]]
+        return self.loss_of_embeddings(data, embeddings["image_embeddings"], embeddings["caption_embeddings"])
+
+    def loss_of_embeddings(self, data, image_embeddings: tf.Tensor, caption_embeddings: tf.Tensor) -> tf.Tensor:
+        """The global batch's loss from this replica's ``[b, D]`` embeddings of ``data`` (gathered first)."""
+        local = [image_embeddings, caption_embeddings, data["image_id"]]
         source_key = LABEL_SOURCES.get(self.loss_kind)
         if source_key is not None:
             if source_key not in data:
@@ -225,10 +237,13 @@ class DualEncoder(BuildsWithoutData, keras.Model):
         )
 
     def train_step(self, data):
-        with tf.GradientTape() as tape:
-            loss = self.global_batch_loss(data, training=True)
-            scaled_loss = self.optimizer.scale_loss(loss)  # dynamic loss scaling when mixed precision
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        if self.micro_batch:
+            loss, gradients = cached_gradients(self, data, self.micro_batch)
+        else:
+            with tf.GradientTape() as tape:
+                loss = self.global_batch_loss(data, training=True)
+                scaled_loss = self.optimizer.scale_loss(loss)  # dynamic loss scaling when mixed precision
+            gradients = tape.gradient(scaled_loss, self.trainable_variables)
         gradients = self._loss_scalar_gradients_once(sum_over_replicas(gradients))
         self.optimizer.apply(gradients, self.trainable_variables)
         self.loss_tracker.update_state(loss)
@@ -289,6 +304,7 @@ class DualEncoder(BuildsWithoutData, keras.Model):
             "max_logit_scale": self.max_logit_scale,
             "siglip_scale": self.siglip_scale,
             "siglip_bias": self.siglip_bias,
+            "micro_batch": self.micro_batch,
         }
 
     @classmethod
@@ -332,5 +348,6 @@ def build_dual_encoder(config: ExperimentConfig, vocabulary: Sequence[str]) -> D
         max_logit_scale=config.loss.max_logit_scale,
         siglip_scale=config.loss.siglip_scale,
         siglip_bias=config.loss.siglip_bias,
+        micro_batch=config.train.micro_batch,
         name="dual_encoder",
     )
