@@ -279,6 +279,8 @@ class TrainConfig:
         jit_compile: compile the train step with XLA.
         monitor: validation metric that picks the best checkpoint: ``val_rsum`` (Recall@K,
             VSE++) or ``val_mean_map`` (category MAP both ways; labelled sets only).
+        deterministic_ops: ``tf.config.experimental.enable_op_determinism()`` (for the whole
+            process): a killed-and-resumed run then ends with the uninterrupted run's weights.
     """
 
     run_dir: str = "runs/default"
@@ -298,6 +300,7 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
     monitor: str = "val_rsum"
+    deterministic_ops: bool = False
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
