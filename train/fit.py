@@ -26,9 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--verbose", type=int, default=1, help="0: quiet; 1: one line per epoch; 2: and Keras' own epoch log"
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard the run directory's backup, best checkpoint and history and train from the start",
+    )
     args = parser.parse_args(argv)
     config = config_from_flags(args)
-    run = train(config, verbose=args.verbose)
+    run = train(config, verbose=args.verbose, fresh=args.fresh)
     metrics = evaluate_run(run, args.eval_split)
     path = save_metrics(run, metrics)
     print(format_recall_table(metrics, title=f"{args.eval_split} split, best checkpoint by validation rsum"))

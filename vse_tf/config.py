@@ -282,6 +282,8 @@ class TrainConfig:
         micro_batch: 0: one pass of the towers over each batch; ``M > 0``: gradient caching,
             the towers run ``M`` rows at a time (activations of ``M`` rows in memory) and the
             loss and its exact gradient still cover the whole global batch.
+        deterministic_ops: ``tf.config.experimental.enable_op_determinism()`` (for the whole
+            process): a killed-and-resumed run then ends with the uninterrupted run's weights.
     """
 
     run_dir: str = "runs/default"
@@ -302,6 +304,7 @@ class TrainConfig:
     jit_compile: bool = False
     monitor: str = "val_rsum"
     micro_batch: int = 0
+    deterministic_ops: bool = False
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from vse_tf.model.siamese import TextVectors
 
 AUTOTUNE = tf.data.AUTOTUNE
+_EPOCH_GRAPH_SEED = 87654321
 
 
 def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -75,6 +76,7 @@ def training_dataset(
     config: ExperimentConfig,
     text_vectors: TextVectors | None = None,
     tracker: DecodeTracker | None = None,
+    epoch: tf.Variable | None = None,
 ) -> tf.data.Dataset:
     """Shuffled, batched training pairs.
 
@@ -89,20 +91,37 @@ def training_dataset(
     Captions are padded to the batch's longest (see :func:`batch_tokenizer`).
     Images that fail to decode are dropped (see :func:`training_images`) and marked in
     ``tracker``. ``data.deterministic`` fixes the element order (with the seeds, the same
-    batches every run).
+    batches every run). Epoch ``e``'s order derives from ``train.seed`` and ``e`` only;
+    each iteration is the next epoch of the int64 variable ``epoch`` (a new one from 0 when
+    omitted), which a resumed run sets to its epoch (``SyncDataEpoch``).
     """
-    seed = config.train.seed
-    per_image = training_images(split, config, tracker)
-    per_image = per_image.shuffle(config.train.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if config.train.sampling == "image":
-        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        pairs = tf.data.Dataset.zip(per_image, draws).map(_pick_caption, num_parallel_calls=AUTOTUNE)
-    else:
-        pairs = per_image.flat_map(_every_caption).shuffle(
-            config.train.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True
-        )
+    images = training_images(split, config, tracker)
     categories = category_table(split) if config.loss.kind == "category" else None
     tokenizer = batch_tokenizer(tokenizer, config)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False) if epoch is None else epoch
+    # Each iteration reads (and advances) the epoch number; the order derives from it.
+    numbers = tf.data.Dataset.range(1).map(lambda _: epoch.assign_add(1) - 1)
+    return (
+        numbers.flat_map(
+            lambda number: _epoch_batches(images, number, split, tokenizer, config, text_vectors, categories)
+        )
+        .apply(tf.data.experimental.assert_cardinality(_pairs(split, config) // config.train.batch_size))
+        .with_options(_options(config.data))
+    )
+
+
+def _epoch_batches(images, number, split, tokenizer, config, text_vectors, categories) -> tf.data.Dataset:
+    """One epoch's batches, shuffled from ``(train.seed, number)`` alone: a resumed run sees the same."""
+    # The op seed is a tensor; TF compares the seed pair with (0, 0) in Python, which fails
+    # for a tensor when the graph seed is 0, so this function's graph gets a fixed nonzero one.
+    tf.random.set_seed(_EPOCH_GRAPH_SEED)
+    seed = config.train.seed * 1_000_003 + number * 2
+    per_image = images.shuffle(config.train.shuffle_buffer, seed=seed)
+    if config.train.sampling == "image":
+        draws = tf.data.Dataset.random(seed=seed)
+        pairs = tf.data.Dataset.zip(per_image, draws).map(_pick_caption, num_parallel_calls=AUTOTUNE)
+    else:
+        pairs = per_image.flat_map(_every_caption).shuffle(config.train.shuffle_buffer, seed=seed + 1)
     batches = pairs.batch(config.train.batch_size, drop_remainder=True)
     batches = batches.map(
         lambda image, caption, image_id: {
@@ -193,8 +212,11 @@ def _exactly_steps(epoch: tf.data.Dataset, split: RetrievalSplit, config: Experi
     pass; the first pass is still read to its end (the prefetch drains it), so the cache
     and the decode tracker see every image.
     """
-    pairs = split.num_images if config.train.sampling == "image" else split.num_captions
-    return epoch.repeat().take(pairs // config.train.batch_size).with_options(_options(config.data))
+    return epoch.repeat().take(_pairs(split, config) // config.train.batch_size)
+
+
+def _pairs(split: RetrievalSplit, config: ExperimentConfig) -> int:
+    return split.num_images if config.train.sampling == "image" else split.num_captions
 
 
 def cache_decision(split: RetrievalSplit, config: ExperimentConfig) -> tuple[bool, str]:

@@ -1,11 +1,10 @@
-"""Callbacks: validation Recall@K, the hardest-negative schedule, atomic checkpoints and backups, NaN stop."""
+"""Callbacks: validation Recall@K, the hardest-negative schedule, the epoch commit (backup, best), NaN stop."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from vse_tf.evaluation.metrics import evaluate_map, evaluate_retrieval
-from vse_tf.files import atomic_path, write_text_atomic
-from vse_tf.model._keras_compat import set_initial_epoch
+from vse_tf.files import write_text_atomic
+from vse_tf.training.checkpoints import CommittedState, read_record, save_weights_with_record, weights_are_finite
 
 
 class RetrievalValidation(keras.callbacks.Callback):
@@ -54,6 +53,8 @@ class RetrievalValidation(keras.callbacks.Callback):
         self._epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if getattr(self.model, "stop_training", False):  # an epoch cut short (StopOnNaN): nothing to validate
+            return
         image_embeddings = self.model.image_encoder.predict(self.images, verbose=0)
         caption_embeddings = self.model.text_encoder.predict(self.captions, verbose=0)
         metrics = evaluate_retrieval(image_embeddings, caption_embeddings, self.caption_to_image)
@@ -105,17 +106,15 @@ class HardestNegativeSchedule(keras.callbacks.Callback):
         self.model.max_violation.assign(1.0 if active else 0.0)
 
 
-def save_weights_atomic(model: keras.Model, path: Path) -> None:
-    """Writes ``model``'s weights beside ``path`` and renames: a kill never leaves half a file."""
-    with atomic_path(path) as temporary:
-        model.save_weights(str(temporary))
-
-
 class BestCheckpoint(keras.callbacks.Callback):
     """Keeps the weights of the epoch with the highest ``monitor`` (validation rsum).
 
-    The file is replaced atomically; the best value so far is stored beside it, so a
-    resumed run only replaces the checkpoint with a better epoch.
+    The weights and their record (monitor, value, epoch) are one file, replaced
+    atomically (see :mod:`vse_tf.training.checkpoints`); ``<name>.json`` beside it is a
+    copy of the record for people. Used alone, the best value so far is read from the file,
+    so a resumed run only replaces the checkpoint with a better epoch; inside ``train()``,
+    :class:`EpochCommit` decides and calls :meth:`save`. An epoch cut short (a non-finite
+    loss) is never saved.
     """
 
     def __init__(self, path: str | os.PathLike, monitor: str = "val_rsum"):
@@ -124,63 +123,100 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
         self.record = self.path.with_name(self.path.name + ".json")
 
-    def _best_so_far(self) -> float:
-        if self.record.exists() and self.path.exists():
-            return float(json.loads(self.record.read_text())["value"])
-        return -math.inf
+    def saved(self) -> dict | None:
+        """The record inside the checkpoint, or None when there is no checkpoint."""
+        return read_record(self.path)
+
+    def save(self, model: keras.Model, value: float, epoch: int) -> None:
+        """Writes ``model``'s weights as the best, reached at ``epoch`` (1-based) with ``value``."""
+        record = {"monitor": self.monitor, "value": float(value), "epoch": int(epoch)}
+        save_weights_with_record(model, self.path, record)
+        self.write_copy(record)
+
+    def write_copy(self, record: dict) -> None:
+        """Writes ``<name>.json``, the human-readable copy of the checkpoint's record."""
+        write_text_atomic(self.record, json.dumps(record))
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(value) or value <= self._best_so_far():
+        if getattr(self.model, "stop_training", False):
             return
-        save_weights_atomic(self.model, self.path)
-        write_text_atomic(self.record, json.dumps({"monitor": self.monitor, "value": value, "epoch": epoch + 1}))
+        value = (logs or {}).get(self.monitor)
+        saved = self.saved()
+        best = -math.inf if saved is None else float(saved["value"])
+        if value is None or not math.isfinite(value) or value <= best:
+            return
+        self.save(self.model, value, epoch + 1)
 
 
-class EpochBackup(keras.callbacks.Callback):
-    """Backs up weights and optimizer state at every epoch end; resumes a killed run.
+class EpochCommit(keras.callbacks.Callback):
+    """Commits each finished epoch: backup first, then the best checkpoint.
 
-    Not ``keras.callbacks.BackupAndRestore``: that writes its weights and its epoch record as
-    two files, so a kill between the two writes resumes from a record that disagrees with
-    the weights.
+    Put it last: it reads the validation logs. At an epoch's end it writes the backup
+    (weights, optimizer state and :class:`~vse_tf.training.checkpoints.CommittedState`
+    in one file, renamed into place: the commit), then, when the epoch is a new best,
+    the best checkpoint from the same weights. A kill before the rename redoes the epoch;
+    a kill after it finds the epoch recorded, and :meth:`repair_best` rewrites a best
+    checkpoint the kill cut off. An epoch cut short (``stop_training`` set by
+    :class:`StopOnNaN`) is not committed.
 
-    One file holds everything, replaced atomically; the epoch to resume from is derived
-    from the optimizer's step counter inside it, so there is no second file to disagree
-    with. A run killed mid-epoch restarts that epoch from its beginning and ends with the
-    same number of optimizer steps as an uninterrupted run. The backup is removed when
-    training ends normally.
+    Not ``keras.callbacks.BackupAndRestore``: that writes weights and epoch as two files,
+    and with ``save_freq=N`` (Keras 3.15) it records the batch but restores only the epoch,
+    so the restored weights train on that epoch's first batches twice.
     """
 
-    def __init__(self, backup_dir: str | os.PathLike, steps_per_epoch: int, verbose: bool = True):
+    def __init__(self, backup: str | os.PathLike, best: BestCheckpoint, state: CommittedState):
         super().__init__()
-        self.path = Path(backup_dir) / "latest.weights.h5"
-        self.steps_per_epoch = steps_per_epoch
-        self.verbose = verbose
-        self.resumed_from_epoch = 0
-
-    def on_train_begin(self, logs=None):
-        if not self.path.exists():
-            return
-        if not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(str(self.path))
-        self.resumed_from_epoch = int(self.model.optimizer.iterations.numpy()) // self.steps_per_epoch
-        set_initial_epoch(self.model, self.resumed_from_epoch)
-        if self.verbose:
-            print(f"resuming from the backup after epoch {self.resumed_from_epoch}: {self.path}", flush=True)
+        self.path = Path(backup)
+        self.best = best
+        self.state = state
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.model.stop_training:
+        if getattr(self.model, "stop_training", False):
             return
-        save_weights_atomic(self.model, self.path)
+        state, improved = self.state.after_epoch(epoch, logs or {}, self.best.monitor)
+        save_weights_with_record(self.model, self.path, state.to_record())
+        self.state = state
+        if improved:
+            self.best.save(self.model, state.best_value, state.epoch)
 
-    def on_train_end(self, logs=None):
-        if not self.model.stop_training and self.path.exists():
-            shutil.rmtree(self.path.parent, ignore_errors=True)
+    def repair_best(self, model: keras.Model) -> bool:
+        """Rewrites what a kill after the last commit cut off; ``model`` holds the backup's weights.
+
+        The best checkpoint, when the last committed epoch is the best and the checkpoint is
+        older; its ``.json`` copy, when it disagrees with the checkpoint. Returns whether the
+        checkpoint was rewritten.
+        """
+        saved = self.best.saved()
+        if self.state.epoch and self.state.best_epoch == self.state.epoch:
+            if saved is None or int(saved["epoch"]) != self.state.epoch:
+                self.best.save(model, self.state.best_value, self.state.epoch)
+                return True
+        if saved is not None and (not self.best.record.exists() or json.loads(self.best.record.read_text()) != saved):
+            self.best.write_copy(saved)
+        return False
+
+
+class SyncDataEpoch(keras.callbacks.Callback):
+    """Sets the training pipeline's epoch variable at each epoch's start.
+
+    The pipeline derives the epoch's order from it (``training_dataset(epoch=...)``), so
+    a resumed run's epoch ``e`` sees the batches of the uninterrupted run's epoch ``e``.
+    """
+
+    def __init__(self, epoch: tf.Variable):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch.assign(epoch)
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and says where it happened."""
+    """Stops training at the first non-finite loss and says where it happened.
+
+    Also at an epoch's end whose weights are not all finite. Put it before the callbacks
+    that validate and checkpoint: they skip an epoch that ``stop_training`` cut short.
+    """
 
     def __init__(self):
         super().__init__()
@@ -198,6 +234,17 @@ class StopOnNaN(keras.callbacks.Callback):
         self.message = (
             f"training stopped: the loss became {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1} "
             f"(optimizer step {step}); the best checkpoint so far is kept"
+        )
+        print(self.message, flush=True)
+        self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if getattr(self.model, "stop_training", False) or weights_are_finite(self.model):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        self.message = (
+            f"training stopped: the weights became non-finite in epoch {epoch + 1} (optimizer step {step}); "
+            "the best checkpoint so far is kept"
         )
         print(self.message, flush=True)
         self.model.stop_training = True

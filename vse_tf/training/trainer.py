@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import shutil
 from pathlib import Path
 
 import keras
-import numpy as np
+import tensorflow as tf
 
 from vse_tf.config import ExperimentConfig
 from vse_tf.data.pipeline import (
@@ -39,33 +39,59 @@ from vse_tf.text.word_graph import initialize_word_graph
 from vse_tf.text.word_vectors import initialize_word_embedding
 from vse_tf.training.callbacks import (
     BestCheckpoint,
-    EpochBackup,
+    EpochCommit,
     HardestNegativeSchedule,
     RetrievalValidation,
     StopOnNaN,
+    SyncDataEpoch,
 )
-from vse_tf.training.run import BEST_WEIGHTS, CONFIG_FILE, VOCABULARY_FILE, Run
+from vse_tf.training.checkpoints import BACKUP_FILE, CommittedState, read_committed_state
+from vse_tf.training.resume import (
+    HISTORY_FILE,
+    SUMMARY_FILE,
+    check_same_run,
+    clear_training_state,
+    finished_fingerprint,
+    remove_partials,
+    run_fingerprint,
+)
+from vse_tf.training.run import BEST_WEIGHTS, CONFIG_FILE, VOCABULARY_FILE, Run, restore_run
 from vse_tf.training.skip_report import DecodeFailureReport, report_skips
 
 
-def train(config: ExperimentConfig, verbose: int = 1) -> Run:
+def train(config: ExperimentConfig, verbose: int = 1, fresh: bool = False) -> Run:
     """Trains a DualEncoder with ``model.fit`` and keeps the best weights by validation rsum.
 
-    Restarting with the same ``config`` resumes from the last epoch backed up in
-    ``<run_dir>/backup``. Returns the run with the best weights loaded.
+    Restarting with the same ``config`` resumes after the last epoch committed in
+    ``<run_dir>/backup`` (a finished run is returned as it is); a restart whose config or
+    vocabulary differs is refused (:class:`~vse_tf.training.resume.RunMismatchError`)
+    unless ``fresh``, which discards the run directory's training state first. Returns the
+    run with the best weights loaded.
+
+    Raises:
+        FloatingPointError: the loss (or the weights) became non-finite; the best checkpoint
+            and the backup keep the last good epoch.
+        RunMismatchError: see above.
     """
     run_dir = Path(config.train.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if config.train.deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.train.seed)
     skips = SkipLog()
     splits = load_splits(config, ("train", "val"), skips)
     report_skips(skips, run_dir, verbose=verbose > 0)
     train_split = splits["train"]
     val_split = splits["val"].head(config.train.validation_max_images)
+    vocabulary = text_vocabulary(config.text, train_split.captions)
+    state = committed_state(config, vocabulary, fresh)
+    if state is None:
+        if verbose:
+            print(f"training finished already: {run_dir} (pass --fresh to train it again)", flush=True)
+        return restore_run(run_dir)
     tracker = None if config.image.backbone == "features" else DecodeTracker(train_split.image_refs)
     if verbose:
         print(cache_decision(train_split, config)[1], flush=True)
-    vocabulary = text_vocabulary(config.text, train_split.captions)
     config.save(run_dir / CONFIG_FILE)
     save_vocabulary(vocabulary, run_dir / VOCABULARY_FILE)
 
@@ -92,10 +118,13 @@ def train(config: ExperimentConfig, verbose: int = 1) -> Run:
         )
         print(coverage.describe(), flush=True)
         write_text_atomic(run_dir / "word_vectors.json", json.dumps(dataclasses.asdict(coverage), indent=2) + "\n")
+    commit = EpochCommit(run_dir / BACKUP_FILE, BestCheckpoint(run_dir / BEST_WEIGHTS, config.train.monitor), state)
+    if state.epoch:
+        restore_backup(model, strategy, commit, verbose=verbose > 0)
     stop_on_nan = StopOnNaN()
-    backup = EpochBackup(run_dir / "backup", steps_per_epoch, verbose=verbose > 0)
+    data_epoch = tf.Variable(state.epoch, dtype=tf.int64, trainable=False, name="data_epoch")
     callbacks = [
-        backup,
+        SyncDataEpoch(data_epoch),
         HardestNegativeSchedule(config.loss.max_violation, config.loss.warmup_epochs),
         stop_on_nan,
         RetrievalValidation(
@@ -106,31 +135,88 @@ def train(config: ExperimentConfig, verbose: int = 1) -> Run:
             categories=validation_categories(config, val_split),
         ),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), update_freq="epoch"),
-        BestCheckpoint(run_dir / BEST_WEIGHTS, monitor=config.train.monitor),
     ]
     if tracker is not None:
         callbacks.append(DecodeFailureReport(tracker, train_split, skips, run_dir, verbose=verbose > 0))
-    history = model.fit(
-        training_dataset(train_split, tokenizer, config, text_vectors, tracker=tracker),
-        epochs=config.train.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset shuffles itself
-        verbose=2 if verbose >= 2 else 0,  # 1: only the validation callback's one line per epoch
-    )
-    write_text_atomic(run_dir / "history.json", json.dumps(_plain(history.history), indent=2) + "\n")
+    callbacks.append(commit)  # last: it reads the validation logs
+    if state.epoch < config.train.epochs:
+        model.fit(
+            training_dataset(train_split, tokenizer, config, text_vectors, tracker=tracker, epoch=data_epoch),
+            epochs=config.train.epochs,
+            initial_epoch=state.epoch,
+            callbacks=callbacks,
+            shuffle=False,  # the dataset shuffles itself
+            verbose=2 if verbose >= 2 else 0,  # 1: only the validation callback's one line per epoch
+        )
     summary = {
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "steps_per_epoch": steps_per_epoch,
         "epochs": config.train.epochs,
-        "resumed_from_epoch": backup.resumed_from_epoch,
+        "epochs_committed": commit.state.epoch,
+        "resumed_from_epoch": state.epoch,
         "replicas": replicas,
         "stopped": stop_on_nan.message,
+        "finished": not stop_on_nan.message,
     }
-    write_text_atomic(run_dir / "training_summary.json", json.dumps(summary, indent=2) + "\n")
+    finish_run(run_dir, commit, summary)
     if stop_on_nan.message:
         raise FloatingPointError(stop_on_nan.message)
     model.load_weights(str(run_dir / BEST_WEIGHTS))
     return Run(config, tokenizer, model)
+
+
+def committed_state(config: ExperimentConfig, vocabulary, fresh: bool) -> CommittedState | None:
+    """The state to resume (``epoch == 0`` for a new run), or None when the run has finished.
+
+    Removes stale temporaries first; with ``fresh``, the whole training state.
+
+    Raises:
+        RunMismatchError: the backup or the finished run has another config or vocabulary.
+    """
+    run_dir = Path(config.train.run_dir)
+    fingerprint = run_fingerprint(config, vocabulary)
+    if fresh:
+        clear_training_state(run_dir, run_dir / BACKUP_FILE, run_dir / BEST_WEIGHTS)
+    remove_partials(run_dir, run_dir / BACKUP_FILE, run_dir / BEST_WEIGHTS)
+    state = read_committed_state(run_dir / BACKUP_FILE)
+    if state is not None:
+        check_same_run(state.fingerprint, fingerprint, run_dir)
+        return state
+    finished = finished_fingerprint(run_dir)
+    if finished is not None:
+        check_same_run(finished, fingerprint, run_dir)
+        return None
+    return CommittedState(fingerprint=fingerprint)
+
+
+def restore_backup(model: keras.Model, strategy: tf.distribute.Strategy, commit: EpochCommit, verbose: bool) -> None:
+    """Loads the backup's weights and optimizer state into ``model``; repairs a cut-off best checkpoint."""
+    with strategy.scope():
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(str(commit.path))
+    if verbose:
+        print(f"resuming from the backup after epoch {commit.state.epoch}: {commit.path}", flush=True)
+    if commit.repair_best(model) and verbose:
+        print(f"best checkpoint rewritten from the backup (epoch {commit.state.epoch})", flush=True)
+
+
+def finish_run(run_dir: Path, commit: EpochCommit, summary: dict) -> None:
+    """Writes ``history.json`` (every committed epoch) and ``training_summary.json``; a finished
+    run then loses its backup, last, once the best checkpoint and the summary are on disk."""
+    write_text_atomic(run_dir / HISTORY_FILE, json.dumps(commit.state.history, indent=2) + "\n")
+    if summary["finished"] and not commit.best.path.exists():
+        raise FileNotFoundError(
+            f"{commit.best.path}: no epoch reached a finite {commit.best.monitor}; the backup {commit.path} is kept"
+        )
+    write_text_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    if summary["finished"]:
+        remove_backup(commit.path)
+
+
+def remove_backup(backup: Path) -> None:
+    """Removes the backup folder of a finished run."""
+    shutil.rmtree(backup.parent, ignore_errors=True)
 
 
 def validation_categories(config: ExperimentConfig, val_split: RetrievalSplit) -> tuple[str, ...] | None:
@@ -165,10 +251,3 @@ def _steps_per_epoch(config: ExperimentConfig, split: RetrievalSplit) -> int:
             f"train.batch_size={config.train.batch_size} exceeds the {pairs} training pairs: no full batch"
         )
     return steps
-
-
-def _plain(history: dict) -> dict:
-    return {
-        key: [float(value) if math.isfinite(float(value)) else None for value in np.ravel(values)]
-        for key, values in history.items()
-    }
