@@ -62,7 +62,8 @@ def train(config: ExperimentConfig, verbose: int = 1) -> Run:
     report_skips(skips, run_dir, verbose=verbose > 0)
     train_split = splits["train"]
     val_split = splits["val"].head(config.train.validation_max_images)
-    tracker = None if config.image.backbone == "features" else DecodeTracker(train_split.image_refs)
+    in_process_images = config.image.backbone != "features" and not config.data.service
+    tracker = DecodeTracker(train_split.image_refs) if in_process_images and config.data.format != "tfrecord" else None
     if verbose:
         print(cache_decision(train_split, config)[1], flush=True)
     vocabulary = text_vocabulary(config.text, train_split.captions)
