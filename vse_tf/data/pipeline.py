@@ -36,7 +36,8 @@ def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
 def image_dataset(split: RetrievalSplit, split_name: str, data: DataConfig, image: ImageTowerConfig) -> tf.data.Dataset:
     """One element per distinct image of the split: ``uint8`` pixels or ``float32`` features."""
     if data.format == "tfrecord":  # the pixels are in the shards, in the split's order
-        return shard_image_dataset(data, split_name, image, decode_and_resize).take(split.num_images)
+        images = shard_image_dataset(data, split_name, image, decode_and_resize).take(split.num_images)
+        return images.apply(tf.data.experimental.assert_cardinality(split.num_images))
     if image.backbone == "features":
         return tf.data.Dataset.from_tensor_slices(split_features(split, split_name, data, image))
     paths = tf.data.Dataset.from_tensor_slices(list(split.image_refs))
@@ -201,7 +202,9 @@ def _exactly_steps(epoch: tf.data.Dataset, split: RetrievalSplit, config: Experi
     and the decode tracker see every image.
     """
     pairs = split.num_images if config.train.sampling == "image" else split.num_captions
-    return epoch.repeat().take(pairs // config.train.batch_size).with_options(_options(config.data))
+    steps = pairs // config.train.batch_size
+    exact = epoch.repeat().take(steps).apply(tf.data.experimental.assert_cardinality(steps))  # shards: unknown
+    return exact.with_options(_options(config.data))
 
 
 def cache_decision(split: RetrievalSplit, config: ExperimentConfig) -> tuple[bool, str]:
