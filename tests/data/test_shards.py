@@ -21,7 +21,9 @@ from vse_tf.training.trainer import train
 
 
 def on_shards(config, shard_dir):
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, format="tfrecord", data_dir=str(shard_dir)))
+    return dataclasses.replace(
+        config, data=dataclasses.replace(config.data, format="tfrecord", data_dir=str(shard_dir))
+    )
 
 
 def pairs(split):
@@ -127,11 +129,14 @@ def test_missing_manifest_is_named(tmp_path):
         load_splits(config, ("val",), SkipLog())
 
 
+@pytest.mark.slow
 def test_training_on_shards_gives_the_validation_metrics_of_the_source(sharded, tmp_path):
     source_config, shard_config = sharded
     histories = []
     for config, name in ((source_config, "a"), (shard_config, "b")):
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, run_dir=str(tmp_path / name)))
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, run_dir=str(tmp_path / name), epochs=1)
+        )
         train(config, verbose=0)
         histories.append(json.loads((tmp_path / name / "history.json").read_text()))
         skipped = json.loads((tmp_path / name / "skipped.json").read_text())

@@ -109,7 +109,9 @@ def _split_choices(config: ExperimentConfig, present: set[str]) -> list[tuple[st
         raise ValueError(f"{config.data.data_dir}: no training records")
     restval_in_train = config.data.include_restval
     choices = [("train", ("train", "restval") if restval_in_train else ("train",))]
-    return choices + [(name, (name,)) for name in SPLITS[1:] if name in present and not (name == "restval" and restval_in_train)]
+    return choices + [
+        (name, (name,)) for name in SPLITS[1:] if name in present and not (name == "restval" and restval_in_train)
+    ]
 
 
 def _write_split(

@@ -68,7 +68,9 @@ class Manifest:
 
     def split(self, name: str) -> SplitShards:
         if name not in self.splits:
-            raise ValueError(f"{os.path.join(self.root, MANIFEST_FILE)}: no split {name!r}, it has {sorted(self.splits)}")
+            raise ValueError(
+                f"{os.path.join(self.root, MANIFEST_FILE)}: no split {name!r}, it has {sorted(self.splits)}"
+            )
         return self.splits[name]
 
     def skip_log(self, names: Sequence[str]) -> SkipLog:
@@ -198,7 +200,9 @@ class ShardedSplit:
 
     @property
     def categories(self) -> tuple[str, ...]:
-        return tuple(c.decode("utf-8") for batch in _parsed_batches(self.files, ("category",)) for c in batch["category"])
+        return tuple(
+            c.decode("utf-8") for batch in _parsed_batches(self.files, ("category",)) for c in batch["category"]
+        )
 
 
 def _parsed_batches(files: Sequence[str], keys: Sequence[str], batch_size: int = 1024) -> Iterator[dict]:
@@ -309,4 +313,3 @@ def shard_image_dataset(
         return value if key == "features" else decode(value, image.image_size)
 
     return shard_records(manifest.split(split_name).files).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
-
