@@ -81,7 +81,7 @@ def train(config: ExperimentConfig, verbose: int = 1) -> Run:
         optimizer = build_optimizer(config, steps_per_epoch, replicas, pretrained_variables(model.text_encoder))
         model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
     if config.text.encoder == "graph":
-        initialize_word_graph(model.text_encoder, train_split.captions, vocabulary)
+        initialize_word_graph(model.text_encoder, tuple(train_split.captions), vocabulary)  # shards: streamed in
     text_vectors = fine_grained_text_vectors(config, train_split)
     if config.text.word_vectors:
         coverage = initialize_word_embedding(
