@@ -62,6 +62,8 @@ setup(
             "vse-convert-weights=export.convert_weights:main",
             "vse-features=train.features:main",
             "vse-siamese=train.siamese:main",
+            "vse-shards=export.shards:main",
+            "vse-data-service=train.data_service:main",
         ]
     },
 )

@@ -13,7 +13,12 @@ same ``num_parallel_calls`` (``--parallel``, default AUTOTUNE), batches of 64 an
   resize, the safety net, the decode tracker, captions and ids; no cache), the stage
   the training batches are made from;
 - vse_tf screening: :func:`vse_tf.data.screening.screen_records` (header and end-marker
-  checks in Python threads), run once per split before training.
+  checks in Python threads), run once per split before training;
+- vse_tf TFRecord shards: the same JPEGs written by :func:`vse_tf.data.shards.write_shards`
+  (``--shard_records`` images a shard), streamed by the ``tfrecord`` reader (interleave,
+  parse, the same decode + resize, captions and ids);
+- vse_tf tf.data service: the shard stream processed by ``--service_workers`` local
+  tf.data service workers (``distributed_epoch``), received by this process.
 
 A warm-up pass first puts the files in the page cache; the cases take turns for
 ``--repeats`` rounds and each reports its best pass. Prints a table and writes bench/results/input.json.
@@ -22,6 +27,7 @@ A warm-up pass first puts the files in the page cache; the cases take turns for
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -37,7 +43,10 @@ from vse_tf.config import DataConfig, ExperimentConfig, ImageTowerConfig
 from vse_tf.data.pipeline import DecodeTracker, training_images
 from vse_tf.data.records import CaptionRecord, group_by_image
 from vse_tf.data.screening import screen_records
+from vse_tf.data.service import distribute_to_service, start_dispatcher, start_worker
+from vse_tf.data.shards import write_shards
 from vse_tf.data.skips import SkipLog
+from vse_tf.data.splits import load_splits
 
 BATCH = 64
 
@@ -105,6 +114,27 @@ def pipeline_dataset(paths: list[str], parallel: int, image_size: int) -> tf.dat
     return images.batch(BATCH).prefetch(tf.data.AUTOTUNE)
 
 
+def write_jpeg_shards(directory: Path, paths: list[str], out: Path, shard_records: int) -> Path:
+    """The JPEGs as one training split of TFRecord shards (through a JSONL caption table)."""
+    lines = [json.dumps({"image": Path(path).name, "caption": f"caption of image {i}"}) for i, path in enumerate(paths)]
+    (directory / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    source = DataConfig(
+        format="jsonl", data_dir=str(directory), image_root=str(directory), val_fraction=0.0, test_fraction=0.0
+    )
+    write_shards(ExperimentConfig(data=source), out, shard_records)
+    return out
+
+
+def shard_dataset(shards: Path, image_size: int, service: str = "") -> tf.data.Dataset:
+    config = ExperimentConfig(
+        data=DataConfig(format="tfrecord", data_dir=str(shards), service=service),
+        image=ImageTowerConfig(image_size=image_size),
+    )
+    split = load_splits(config, ("train",), SkipLog())["train"]
+    batches = training_images(split, config).batch(BATCH).prefetch(tf.data.AUTOTUNE)
+    return distribute_to_service(batches, config.data)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000)
@@ -114,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--parallel", type=int, default=tf.data.AUTOTUNE, help="num_parallel_calls (-1: AUTOTUNE)")
     parser.add_argument("--dir", help="folder for the JPEGs (default: a temporary folder)")
+    parser.add_argument("--shard_records", type=int, default=250, help="images per TFRecord shard")
+    parser.add_argument("--service_workers", type=int, default=2, help="local tf.data service workers (0: no row)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(args.dir or temporary)
@@ -121,10 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_jpegs(directory, args.images, args.width, args.height)
         print(f"{len(paths)} JPEGs {args.width}x{args.height} in {directory} ({time.perf_counter() - started:.1f} s)")
         mean_bytes = float(np.mean([os.path.getsize(path) for path in paths]))
+        shards = write_jpeg_shards(directory, paths, Path(temporary) / "shards", args.shard_records)
+        dispatcher = start_dispatcher() if args.service_workers else None
+        workers = [start_worker(dispatcher.target) for _ in range(args.service_workers)]
         cases = {"raw decode_jpeg": raw_dataset(paths, args.parallel, None)}
         for size in args.image_sizes:
             cases[f"raw decode_jpeg + resize {size}"] = raw_dataset(paths, args.parallel, size)
             cases[f"vse_tf training_images {size}"] = pipeline_dataset(paths, args.parallel, size)
+            cases[f"vse_tf TFRecord shards {size}"] = shard_dataset(shards, size)
+            if workers:
+                cases[f"vse_tf tf.data service, {len(workers)} workers, {size}"] = shard_dataset(
+                    shards, size, dispatcher.target
+                )
         for dataset in cases.values():  # warm-up: page cache, tf.function tracing
             for _ in dataset.take(2):
                 pass
@@ -138,13 +178,23 @@ def main(argv: list[str] | None = None) -> int:
     versus = {}
     for size in args.image_sizes:
         pipeline, baseline = rates[f"vse_tf training_images {size}"], rates[f"raw decode_jpeg + resize {size}"]
-        versus[str(size)] = {"vs_raw_decode": pipeline / raw, "vs_raw_decode_resize": pipeline / baseline}
+        versus[str(size)] = {
+            "vs_raw_decode": pipeline / raw,
+            "vs_raw_decode_resize": pipeline / baseline,
+            "shards_vs_in_memory": rates[f"vse_tf TFRecord shards {size}"] / pipeline,
+        }
+        service = f"vse_tf tf.data service, {args.service_workers} workers, {size}"
+        if service in rates:
+            versus[str(size)]["service_vs_in_memory"] = rates[service] / pipeline
     print(f"\n{'case':<44} {'images/s':>9} {'vs raw decode':>14}")
     print("-" * 69)
     for name, rate in rates.items():
         print(f"{name:<44} {rate:9.1f} {rate / raw:14.2f}")
     for size, ratios in versus.items():
-        print(f"pipeline at {size}: {ratios['vs_raw_decode_resize']:.3f} of raw decode + the same resize")
+        print(
+            f"pipeline at {size}: {ratios['vs_raw_decode_resize']:.3f} of raw decode + the same resize; "
+            f"shards {ratios['shards_vs_in_memory']:.3f} of the in-memory pipeline"
+        )
     payload = {
         "command": "python bench/input.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "images": len(paths),
@@ -154,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         "parallel": "AUTOTUNE" if args.parallel == tf.data.AUTOTUNE else args.parallel,
         "batch": BATCH,
         "repeats": args.repeats,
+        "shard_records": args.shard_records,
+        "service_workers": args.service_workers,
         "cpu_count": os.cpu_count(),
         "tensorflow": tf.__version__,
         "images_per_second": rates,

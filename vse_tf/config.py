@@ -23,7 +23,7 @@ IMAGE_BACKBONES = ("small_cnn", "vgg19", "efficientnet_lite0", "features")
 SAMPLING_MODES = ("image", "caption")
 STRATEGIES = ("default", "mirrored", "multiworker")
 LR_SCHEDULES = ("step", "cosine")
-DATA_FORMATS = ("karpathy", "coco", "precomp", "folders", "wikipedia", "jsonl", "csv", "openclipart")
+DATA_FORMATS = ("karpathy", "coco", "precomp", "folders", "wikipedia", "jsonl", "csv", "openclipart", "tfrecord")
 TEXT_ENCODERS = ("gru", "graph", "minilm")
 # The siamese network trains from scratch on the task's own vocabulary.
 SIAMESE_ENCODERS = ("gru", "graph")
@@ -55,6 +55,8 @@ class DataConfig:
         cache_budget_mb: decoded training images are cached only below this estimate.
         deterministic: tf.data keeps element order (with the seeded shuffles, the same
             batches every run); false lets parallel decoding return out of order.
+        service: ``grpc://host:port`` of a tf.data service dispatcher: the training input
+            runs on its workers (``distributed_epoch``, see docs/scale.md); empty: in process.
     """
 
     data_dir: str = "data/shapes"
@@ -70,8 +72,11 @@ class DataConfig:
     max_image_pixels: int = MAX_IMAGE_PIXELS
     cache_budget_mb: int = 2048
     deterministic: bool = True
+    service: str = ""
 
     def __post_init__(self) -> None:
+        if self.service and "://" not in self.service:
+            raise ValueError(f"data.service must look like grpc://host:port, got {self.service!r}")
         if self.format not in DATA_FORMATS:
             raise ValueError(f"data.format must be one of {DATA_FORMATS}, got {self.format!r}")
         if min(self.val_fraction, self.test_fraction) < 0.0 or self.val_fraction + self.test_fraction >= 1.0:

@@ -304,4 +304,4 @@ def test_missing_annotation_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"captions_\{split\}.json: no annotation file"):
         read_records(DataConfig(data_dir=str(tmp_path), format="coco"))
     with pytest.raises(ValueError, match="data.format must be one of"):
-        DataConfig(format="tfrecord")
+        DataConfig(format="parquet")

@@ -170,6 +170,13 @@ def _read_table(data: DataConfig, skips: SkipLog | None) -> list[CaptionRecord]:
     return records
 
 
+def _read_tfrecord(data: DataConfig, skips: SkipLog | None) -> list[CaptionRecord]:
+    """Shards written by :mod:`vse_tf.data.shards` (TensorFlow is imported only here)."""
+    from vse_tf.data.readers.tfrecord import read_shard_records
+
+    return read_shard_records(data.data_dir)
+
+
 _READERS = {
     "karpathy": _read_karpathy,
     "coco": _read_coco,
@@ -179,4 +186,5 @@ _READERS = {
     "jsonl": _read_table,
     "csv": _read_table,
     "openclipart": _read_openclipart,
+    "tfrecord": _read_tfrecord,
 }

@@ -14,7 +14,9 @@ import tensorflow as tf
 
 from vse_tf.config import DataConfig, ExperimentConfig, ImageTowerConfig
 from vse_tf.data.readers.precomp import is_row_ref, load_feature_rows
+from vse_tf.data.readers.tfrecord import ShardedSplit, shard_image_dataset, streamed_training_images
 from vse_tf.data.records import RetrievalSplit
+from vse_tf.data.service import distribute_to_service
 from vse_tf.text.tokenizer import SentenceTokenizer
 
 if TYPE_CHECKING:
@@ -34,6 +36,9 @@ def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
 
 def image_dataset(split: RetrievalSplit, split_name: str, data: DataConfig, image: ImageTowerConfig) -> tf.data.Dataset:
     """One element per distinct image of the split: ``uint8`` pixels or ``float32`` features."""
+    if data.format == "tfrecord":  # the pixels are in the shards, in the split's order
+        images = shard_image_dataset(data, split_name, image, decode_and_resize).take(split.num_images)
+        return images.apply(tf.data.experimental.assert_cardinality(split.num_images))
     if image.backbone == "features":
         return tf.data.Dataset.from_tensor_slices(split_features(split, split_name, data, image))
     paths = tf.data.Dataset.from_tensor_slices(list(split.image_refs))
@@ -133,7 +138,7 @@ def _epoch_batches(images, number, split, tokenizer, config, text_vectors, categ
         },
         num_parallel_calls=AUTOTUNE,
     ).prefetch(AUTOTUNE)
-    return _exactly_steps(batches, split, config)
+    return _exactly_steps(distribute_to_service(batches, config.data), split, config)
 
 
 def batch_tokenizer(tokenizer: SentenceTokenizer, config: ExperimentConfig) -> SentenceTokenizer:
@@ -178,7 +183,10 @@ def training_images(
     and captions together) instead of ending the epoch; ``tracker`` marks every image
     that got through, so the lost ones can be named. Decoded images are cached when
     ``data.cache_images`` is set and their estimated size fits ``data.cache_budget_mb``.
+    A :class:`ShardedSplit` streams from its shards instead (no cache, no tracker).
     """
+    if isinstance(split, ShardedSplit):
+        return streamed_training_images(split, config, decode_and_resize)
     image_ids = tf.constant(split.image_ids, dtype=tf.int64)
     order = np.argsort(split.caption_to_image, kind="stable")  # row ids must be sorted (COCO's are not)
     captions = tf.RaggedTensor.from_value_rowids(
@@ -212,7 +220,9 @@ def _exactly_steps(epoch: tf.data.Dataset, split: RetrievalSplit, config: Experi
     pass; the first pass is still read to its end (the prefetch drains it), so the cache
     and the decode tracker see every image.
     """
-    return epoch.repeat().take(_pairs(split, config) // config.train.batch_size)
+    steps = _pairs(split, config) // config.train.batch_size
+    exact = epoch.repeat().take(steps).apply(tf.data.experimental.assert_cardinality(steps))  # shards: unknown
+    return exact.with_options(_options(config.data))
 
 
 def _pairs(split: RetrievalSplit, config: ExperimentConfig) -> int:
@@ -225,6 +235,10 @@ def cache_decision(split: RetrievalSplit, config: ExperimentConfig) -> tuple[boo
     The estimate is ``images x S x S x 3`` bytes (uint8) against ``data.cache_budget_mb``.
     Precomputed features are in memory already and never cached.
     """
+    if isinstance(split, ShardedSplit):
+        return False, "image cache: off, the training split streams from its shards"
+    if config.data.service:
+        return False, "image cache: off, the tf.data service workers decode every epoch"
     if config.image.backbone == "features":
         return False, "image cache: not needed (precomputed features are in memory)"
     if not config.data.cache_images:

@@ -24,6 +24,10 @@ def load_splits(config: ExperimentConfig, names: Sequence[str], skips: SkipLog) 
     Raises:
         ValueError: a split has no captions, or none left after screening.
     """
+    if config.data.format == "tfrecord":  # screened when written; the train split streams
+        from vse_tf.data.readers.tfrecord import load_shard_splits
+
+        return load_shard_splits(config, names, skips)
     if config.data.format == "precomp" and config.image.backbone != "features":
         raise ValueError(
             f"data.format='precomp' holds features, not images: it needs image.backbone='features', "

@@ -89,7 +89,8 @@ def train(config: ExperimentConfig, verbose: int = 1, fresh: bool = False) -> Ru
         if verbose:
             print(f"training finished already: {run_dir} (pass --fresh to train it again)", flush=True)
         return restore_run(run_dir)
-    tracker = None if config.image.backbone == "features" else DecodeTracker(train_split.image_refs)
+    in_process_images = config.image.backbone != "features" and not config.data.service
+    tracker = DecodeTracker(train_split.image_refs) if in_process_images and config.data.format != "tfrecord" else None
     if verbose:
         print(cache_decision(train_split, config)[1], flush=True)
     config.save(run_dir / CONFIG_FILE)
@@ -106,7 +107,7 @@ def train(config: ExperimentConfig, verbose: int = 1, fresh: bool = False) -> Ru
         optimizer = build_optimizer(config, steps_per_epoch, replicas, pretrained_variables(model.text_encoder))
         model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
     if config.text.encoder == "graph":
-        initialize_word_graph(model.text_encoder, train_split.captions, vocabulary)
+        initialize_word_graph(model.text_encoder, tuple(train_split.captions), vocabulary)  # shards: streamed in
     text_vectors = fine_grained_text_vectors(config, train_split)
     if config.text.word_vectors:
         coverage = initialize_word_embedding(
