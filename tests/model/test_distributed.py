@@ -2,8 +2,6 @@
 
 import json
 import os
-import random
-import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +12,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config, write_tiny_karpathy
 
 from vse_tf.config import ExperimentConfig, ImageTowerConfig, TextTowerConfig, TrainConfig
 from vse_tf.model.dual_encoder import build_dual_encoder
@@ -170,35 +167,3 @@ def _wait_for(process, pattern, timeout=120):
         if pattern in line:
             return line
     raise AssertionError(f"timed out waiting for {pattern!r}")
-
-
-@pytest.mark.slow
-def test_a_run_killed_twice_resumes_and_ends_with_the_same_step_count(tmp_path):
-    data = tmp_path / "data"
-    write_tiny_karpathy(data, {"train": 256, "val": 8, "test": 10})
-    config = tiny_config(data, tmp_path / "run", epochs=6)
-    config.save(tmp_path / "config.json")
-    command = [sys.executable, "-u", "-m", "train.fit", "--config", str(tmp_path / "config.json")]
-    rng = random.Random(0)
-    outputs = []
-    for kill_after_epoch in (1, 3):  # killed in epoch 3, then (resumed) in epoch 5
-        process = subprocess.Popen(
-            command, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        _wait_for(process, f"epoch {kill_after_epoch}/")
-        started = time.perf_counter()
-        _wait_for(process, f"epoch {kill_after_epoch + 1}/")
-        # Somewhere in the first half of the next epoch, however fast this machine is today.
-        time.sleep(rng.uniform(0.0, 0.5) * (time.perf_counter() - started))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        assert (tmp_path / "run" / "backup" / "latest.weights.h5").exists()
-    final = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
-    assert final.returncode == 0, final.stderr[-3000:]
-    outputs.append(final.stdout)
-    assert "resuming from the backup after epoch" in final.stdout
-    summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
-    assert summary["resumed_from_epoch"] >= 3
-    assert summary["optimizer_steps"] == 6 * summary["steps_per_epoch"] == 6 * (256 // 8)
-    assert not (tmp_path / "run" / "backup").exists()
-    assert (tmp_path / "run" / "metrics.json").exists()

@@ -172,7 +172,10 @@ def fit_process(moment: str, config: Path, cwd: Path) -> subprocess.CompletedPro
 
 
 @pytest.mark.slow
-def test_ten_sigkills_at_random_moments_end_with_the_uninterrupted_run(tmp_path):
+def test_sigkills_at_every_moment_end_with_the_uninterrupted_run(tmp_path):
+    """Seven SIGKILLs (every moment once, in random order, then one after training); each
+    process costs a TensorFlow start-up, so CI runs seven: ``VSE_TF_EXTRA_KILLS=3`` adds
+    random ones (ten in all, as run when this was built)."""
     data = tmp_path / "data"
     write_tiny_karpathy(data, {"train": 32, "val": 8, "test": 10})
     epochs = 8
@@ -182,8 +185,8 @@ def test_ten_sigkills_at_random_moments_end_with_the_uninterrupted_run(tmp_path)
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     rng = random.Random(16)
-    # every moment once, three more at random, in random order; at most one epoch committed each
-    moments = [*MOMENTS, *rng.choices(MOMENTS, k=3)]
+    # every moment once, extra ones at random, in random order; at most one epoch committed each
+    moments = [*MOMENTS, *rng.choices(MOMENTS, k=int(os.environ.get("VSE_TF_EXTRA_KILLS", "0")))]
     rng.shuffle(moments)
     moments = [f"batch:{rng.randint(1, 4)}" if moment == "batch" else moment for moment in moments]
     backup = tmp_path / "run" / "backup" / "latest.weights.h5"
