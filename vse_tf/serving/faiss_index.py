@@ -29,6 +29,8 @@ class FaissParams:
         pq_m: IVF-PQ sub-quantisers (code bytes per item at 8 bits).
         pq_nbits: bits per sub-quantiser code.
         opq: learn an OPQ rotation before IVF-PQ.
+        opq_iterations: alternations of the OPQ rotation and codebook training.
+        opq_train_size: rows the OPQ rotation trains on.
         refine: ``none``, or ``sq8`` (re-rank ``refine_factor * k`` PQ candidates with
             8-bit scalar-quantised vectors, ``D`` more bytes per item).
         refine_factor: candidates re-ranked per result.
@@ -46,6 +48,8 @@ class FaissParams:
     opq: bool = True
     refine: str = "none"
     refine_factor: int = 4
+    opq_iterations: int = 10
+    opq_train_size: int = 32768
     hnsw_m: int = 16
     ef_construction: int = 40
     ef_search: int = 64
@@ -101,9 +105,24 @@ def build_faiss_index(backend: str, embeddings: np.ndarray, labels: np.ndarray, 
     else:
         raise ValueError(f"unknown faiss backend {backend!r}; expected one of {FAISS_BACKENDS}")
     index = faiss.index_factory(dim, description, faiss.METRIC_INNER_PRODUCT)
+    _fast_training(faiss, index, params)
     index.train(_training_sample(embeddings, params.train_size or 64 * nlist, params.seed))
     _add_with_ids(faiss, index, embeddings, labels)
     return index
+
+
+def _fast_training(faiss, index, params: FaissParams) -> None:
+    """Skips polysemous training (codes are compared by tables here, never by Hamming
+    distance) and caps the OPQ rotation's iterations and sample."""
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    if isinstance(ivf, faiss.IndexIVFPQ):
+        ivf.do_polysemous_training = False
+    refine = _as_refine(faiss, index)
+    chain = faiss.downcast_index(refine.base_index if refine is not None else index)
+    if isinstance(chain, faiss.IndexPreTransform):
+        rotation = faiss.downcast_VectorTransform(chain.chain.at(0))
+        rotation.niter = params.opq_iterations
+        rotation.max_train_points = params.opq_train_size
 
 
 def _training_sample(embeddings: np.ndarray, size: int, seed: int) -> np.ndarray:
