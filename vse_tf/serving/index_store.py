@@ -131,6 +131,17 @@ class SearchIndex:
         ids = [[self.gallery.ids[row_of[label]] if label in row_of else "" for label in row] for row in labels.tolist()]
         return ids, np.where(labels >= 0, scores, -np.inf).astype(np.float32)
 
+    def serving_bytes(self) -> int:
+        """Memory of what a search reads: the float32 matrix (exact), the SavedModel's
+        variables less its ids (ivf), or the serialised faiss index (codes, faiss's int64
+        ids, quantisers, graph). Ids as strings are left out for every backend."""
+        if self.backend == "exact":
+            return int(self.gallery.embeddings.nbytes)
+        if self.backend == "ivf":
+            arrays = (self.engine.centroids, self.engine.offsets, self.engine.vectors, self.engine.scales)
+            return sum(int(array.numpy().nbytes) for array in arrays)
+        return faiss_index.index_bytes(self.engine)
+
     @staticmethod
     def _pad(ids: list[list[str]], scores: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
         missing = k - scores.shape[1]

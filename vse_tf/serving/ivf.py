@@ -121,7 +121,7 @@ class IvfLayout:
         offsets: ``int64 [nlist + 1]``; list ``l`` is positions ``offsets[l]:offsets[l+1]``.
         rows: ``int64 [N]``: the gallery row (position in ``ids.json``) at each position.
         vectors: ``float32 [N, D]``, or ``int8 [N, D]`` when quantised.
-        scales: ``float32 [N]`` dequantisation scale per position (ones when not quantised).
+        scales: ``float32 [N]`` dequantisation scale per position; empty when not quantised.
     """
 
     centroids: np.ndarray
@@ -129,13 +129,6 @@ class IvfLayout:
     rows: np.ndarray
     vectors: np.ndarray
     scales: np.ndarray
-
-    @property
-    def bytes_per_item(self) -> float:
-        """Serving memory per item: vectors, scale and row (ids and centroids excluded)."""
-        count = max(1, len(self.rows))
-        per_position = self.vectors.nbytes + self.rows.nbytes + (self.scales.nbytes if self.quantized else 0)
-        return (per_position + self.centroids.nbytes + self.offsets.nbytes) / count
 
     @property
     def quantized(self) -> bool:
@@ -158,7 +151,7 @@ def build_layout(embeddings: np.ndarray, centroids: np.ndarray, lists: np.ndarra
     if quantize == "int8":
         vectors, scales = quantize_int8(ordered)
     else:
-        vectors, scales = ordered, np.ones(len(rows), np.float32)
+        vectors, scales = ordered, np.zeros(0, np.float32)
     return IvfLayout(np.asarray(centroids, np.float32), offsets, rows, vectors, scales)
 
 
