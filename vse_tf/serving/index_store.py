@@ -232,7 +232,7 @@ def _write_ivf_saved_model(directory: Path, version: int, gallery: EmbeddingInde
         limits={"nlist": int(len(state["centroids"])), "nprobe": settings.nprobe, "k": settings.k},
         description=(
             f"IVF index of {len(gallery.ids)} {gallery.kind} (dim {dim}, {len(state['centroids'])} lists, "
-            f"{'int8 rows with a float32 scale each' if settings.quantize == 'int8' else 'float32 rows'}). "
+            f"{'int8 rows, one float32 scale per dimension' if settings.quantize == 'int8' else 'float32 rows'}). "
             "`search`: embeddings float32 [B, D] unit rows, nprobe int32 [], k int32 [] -> ids string [B, k], "
             f"scores float32 [B, k]; `serving_default`: embeddings only, nprobe={settings.nprobe}, k={settings.k}. "
             "Scores are dot products, best first; '' ids with score -inf where the probed lists hold fewer than k."

@@ -19,8 +19,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-KMEANS_ITERATIONS = 12
-KMEANS_SAMPLE_PER_LIST = 64
+KMEANS_ITERATIONS = 10
+KMEANS_SAMPLE_PER_LIST = 32
 INT8_LEVELS = 127.0
 
 
@@ -32,7 +32,7 @@ class IvfParams:
         nlist: number of inverted lists (k-means centroids); 0 picks ``4 * sqrt(N)``.
         nprobe: lists searched per query when a request does not say.
         k: results per query when a request does not say.
-        quantize: ``none`` (float32 rows) or ``int8`` (one scale per row, 4x smaller).
+        quantize: ``none`` (float32 rows) or ``int8`` (one scale per dimension, 4x smaller).
         seed: k-means sample and initialisation.
     """
 
@@ -105,7 +105,7 @@ def _nearest(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np
 
 
 def train_coarse_quantizer(embeddings: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:
-    """k-means centroids ``float32 [nlist, D]`` from a sample of ``64 * nlist`` gallery rows."""
+    """k-means centroids ``float32 [nlist, D]`` from a sample of ``32 * nlist`` gallery rows."""
     rng = np.random.default_rng(seed)
     sample_size = min(len(embeddings), KMEANS_SAMPLE_PER_LIST * nlist)
     sample = embeddings[np.sort(rng.choice(len(embeddings), sample_size, replace=False))]
@@ -121,7 +121,7 @@ class IvfLayout:
         offsets: ``int64 [nlist + 1]``; list ``l`` is positions ``offsets[l]:offsets[l+1]``.
         rows: ``int64 [N]``: the gallery row (position in ``ids.json``) at each position.
         vectors: ``float32 [N, D]``, or ``int8 [N, D]`` when quantised.
-        scales: ``float32 [N]`` dequantisation scale per position; empty when not quantised.
+        scales: ``float32 [D]`` dequantisation scale per dimension; empty when not quantised.
     """
 
     centroids: np.ndarray
@@ -156,14 +156,18 @@ def build_layout(embeddings: np.ndarray, centroids: np.ndarray, lists: np.ndarra
 
 
 def quantize_int8(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-row int8: ``vectors ~= codes * scales[:, None]``.
+    """Symmetric per-dimension int8: ``vectors ~= codes * scales[None, :]``.
+
+    One scale per dimension (its largest magnitude over the gallery / 127) keeps the
+    precision of the small dimensions, which a per-row scale would spend on the largest;
+    and a query is scaled once (``(q * scales) . codes``) instead of each row.
 
     Returns:
-        ``(codes int8 [N, D], scales float32 [N])``.
+        ``(codes int8 [N, D], scales float32 [D])``.
     """
-    scales = np.max(np.abs(vectors), axis=1) / INT8_LEVELS
+    scales = np.max(np.abs(vectors), axis=0) / INT8_LEVELS if len(vectors) else np.ones(vectors.shape[1])
     scales = np.where(scales > 0, scales, 1.0).astype(np.float32)
-    codes = np.clip(np.rint(vectors / scales[:, None]), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
+    codes = np.clip(np.rint(vectors / scales[None, :]), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
     return codes, scales
 
 
@@ -187,6 +191,8 @@ class IvfSearch(tf.Module):
     def rank(self, queries: tf.Tensor, nprobe: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         """Top-``k`` of the rows in the ``nprobe`` lists nearest each query (graph code)."""
         queries = tf.convert_to_tensor(queries, tf.float32)
+        # int8 rows: the per-dimension scales move onto the query, so rows are only cast.
+        scaled_queries = queries * self.scales if self.quantized else queries
         nlist = tf.shape(self.centroids)[0]
         nprobe = tf.clip_by_value(tf.cast(nprobe, tf.int32), 1, nlist)
         probes = tf.math.top_k(tf.matmul(queries, self.centroids, transpose_b=True), k=nprobe).indices
@@ -199,10 +205,8 @@ class IvfSearch(tf.Module):
         )
         candidates = tf.gather(self.vectors, positions.flat_values)
         candidates = tf.cast(candidates, tf.float32)
-        query_rows = tf.gather(queries, positions.value_rowids())
+        query_rows = tf.gather(scaled_queries, positions.value_rowids())
         flat_scores = tf.reduce_sum(candidates * query_rows, axis=1)
-        if self.quantized:
-            flat_scores = flat_scores * tf.gather(self.scales, positions.flat_values)
         k = tf.maximum(tf.cast(k, tf.int32), 0)
         # At least k columns, so that the answer is [B, k] even when the lists hold fewer rows.
         width = tf.maximum(tf.reduce_max(positions.row_lengths()), tf.cast(k, tf.int64))
