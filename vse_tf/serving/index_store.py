@@ -282,7 +282,7 @@ def load_index(path: str | os.PathLike) -> SearchIndex:
         raise IndexFolderError(f"{directory / INDEX_FILE}: field 'backend' must be one of {BACKENDS}, got {backend!r}")
     params = {**default_params(backend), **meta.get("params", {})}
     if backend == "ivf":
-        _check_ivf_state(directory, gallery)
+        read_ivf_state(directory, gallery)
         saved_model = directory / "saved_model.pb"
         if not saved_model.exists():
             raise IndexFolderError(f"{saved_model}: missing (an ivf index version is a SavedModel)")
@@ -294,7 +294,8 @@ def load_index(path: str | os.PathLike) -> SearchIndex:
     return SearchIndex(gallery, backend, params, directory)
 
 
-def _check_ivf_state(directory: Path, gallery: EmbeddingIndex) -> dict:
+def read_ivf_state(directory: Path, gallery: EmbeddingIndex) -> dict:
+    """``{"centroids": float32 [nlist, D], "lists": int32 [N]}`` of an ivf version, checked against its gallery."""
     state = _read_npz(directory / IVF_FILE)
     centroids, lists = state.get("centroids"), state.get("lists")
     if centroids is None or lists is None:
@@ -394,7 +395,7 @@ def _check_compatible(current: SearchIndex, added: EmbeddingIndex) -> None:
 def _updated_state(current: SearchIndex, keep: np.ndarray, added: EmbeddingIndex | None) -> dict:
     new_embeddings = np.asarray(added.embeddings, np.float32) if added is not None and len(added.ids) else None
     if current.backend == "ivf":
-        state = _check_ivf_state(current.directory, current.gallery)
+        state = read_ivf_state(current.directory, current.gallery)
         lists = [state["lists"][keep]]
         if new_embeddings is not None:
             lists.append(assign_to_lists(new_embeddings, state["centroids"]))
