@@ -71,12 +71,15 @@ def spherical_kmeans(
         clusters: number of centroids.
 
     Returns:
-        ``float32 [clusters, D]`` unit rows. A cluster that empties is re-seeded with the
-        vector its centroid explains worst.
+        ``float32 [clusters, D]`` unit rows. Seeded by k-means++ on a subsample of
+        ``8 * clusters`` vectors; a cluster that empties is re-seeded with the vector its
+        centroid explains worst.
     """
     rng = np.random.default_rng(seed)
     vectors = np.asarray(vectors, np.float32)
-    centroids = vectors[rng.choice(len(vectors), clusters, replace=False)].copy()
+    centroids = kmeans_plus_plus(
+        vectors[rng.choice(len(vectors), min(len(vectors), 8 * clusters), replace=False)], clusters, rng
+    )
     for _ in range(iterations):
         assignment, best = _nearest(vectors, centroids)
         sums = np.zeros_like(centroids)
@@ -88,6 +91,20 @@ def spherical_kmeans(
             sums[empty] = vectors[worst]
         centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     return centroids.astype(np.float32)
+
+
+def kmeans_plus_plus(vectors: np.ndarray, clusters: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeds ``[clusters, D]``: each next seed drawn with probability ~ its squared
+    distance (``2 - 2 cos`` for unit rows) to the nearest seed so far."""
+    seeds = np.empty((clusters, vectors.shape[1]), np.float32)
+    seeds[0] = vectors[rng.integers(len(vectors))]
+    distance = np.maximum(2.0 - 2.0 * (vectors @ seeds[0]), 0.0)
+    for index in range(1, clusters):
+        total = distance.sum()
+        chosen = rng.choice(len(vectors), p=distance / total) if total > 0 else rng.integers(len(vectors))
+        seeds[index] = vectors[chosen]
+        distance = np.minimum(distance, np.maximum(2.0 - 2.0 * (vectors @ seeds[index]), 0.0))
+    return seeds
 
 
 def assign_to_lists(vectors: np.ndarray, centroids: np.ndarray, chunk: int = 16384) -> np.ndarray:
