@@ -4,7 +4,9 @@
 
 Writes MODELS/retrieval/VERSION/ with ``search`` (sentences -> image ids, scores) and/or
 ``annotate`` (image bytes -> captions, scores). The encoders default to the siblings of
-the models that built the indexes (``--text_model`` / ``--image_model`` override).
+the models that built the indexes (``--text_model`` / ``--image_model`` override). An
+index folder of the ``ivf`` backend is searched through its lists (``search_tuned`` /
+``annotate_tuned`` also take ``nprobe`` and ``k``); an exact one by brute force.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vse_tf.serving.index import EmbeddingIndex
+from vse_tf.serving.index import IndexFolderError
+from vse_tf.serving.index_store import load_index
 from vse_tf.serving.retrieval_model import export_retrieval_model
 
 
@@ -31,12 +34,12 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             args.version,
             args.k,
-            image_index=EmbeddingIndex.load(args.image_index) if args.image_index else None,
+            image_index=load_index(args.image_index) if args.image_index else None,
             text_model=args.text_model,
-            caption_index=EmbeddingIndex.load(args.captions_index) if args.captions_index else None,
+            caption_index=load_index(args.captions_index) if args.captions_index else None,
             image_model=args.image_model,
         )
-    except (FileExistsError, FileNotFoundError, ValueError) as error:
+    except (FileExistsError, FileNotFoundError, IndexFolderError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"retrieval: {path}")

@@ -1,7 +1,10 @@
 """Command-line image search and image annotation over an index.
 
-vse-search "a small red circle left of a blue star" --index INDEX [--k 5] [--model TEXT_MODEL]
-vse-annotate IMAGE [IMAGE ...] --captions_index INDEX [--k 5] [--model IMAGE_MODEL]
+vse-search "a small red circle left of a blue star" --index INDEX [--k 5] [--nprobe N] [--model TEXT_MODEL]
+vse-annotate IMAGE [IMAGE ...] --captions_index INDEX [--k 5] [--nprobe N] [--model IMAGE_MODEL]
+
+INDEX is an index folder (its newest version is searched) or one version directory, of
+any backend (exact, ivf, faiss-*); the output is the same.
 """
 
 from __future__ import annotations
@@ -12,22 +15,31 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from vse_tf.serving.index import EmbeddingIndex, error_reason, image_model_for, text_model_for, top_k
+from vse_tf.serving.index import IndexFolderError, error_reason, image_model_for, text_model_for
+from vse_tf.serving.index_store import SearchIndex, load_index
 
 
-def _print_results(query: str, ids, indices, scores) -> None:
+def _print_results(query: str, ids, scores) -> None:
     print(query)
-    for rank, (row, score) in enumerate(zip(indices, scores), start=1):
-        print(f"  {rank:2d}. {score:.4f}  {ids[row]}")
+    for rank, (item, score) in enumerate(zip(ids, scores), start=1):
+        if item:  # an approximate index may reach fewer than k items
+            print(f"  {rank:2d}. {score:.4f}  {item}")
 
 
 def _index_and_encoder(parser, index_path: str, kind: str, model: str | None, default_model):
-    """Loads the index (refusing the wrong kind) and the serving signature of the query tower."""
-    index = EmbeddingIndex.load(index_path)
-    if index.kind != kind:
-        parser.error(f"{index_path} indexes {index.kind}; {parser.prog} needs an index of {kind}")
-    encoder = tf.saved_model.load(str(model or default_model(index))).signatures["serving_default"]
+    """Loads the index (any backend; refusing the wrong kind) and the serving signature of the query tower."""
+    try:
+        index = load_index(index_path)
+    except (FileNotFoundError, IndexFolderError, ImportError) as error:
+        parser.error(str(error))
+    if index.gallery.kind != kind:
+        parser.error(f"{index_path} indexes {index.gallery.kind}; {parser.prog} needs an index of {kind}")
+    encoder = tf.saved_model.load(str(model or default_model(index.gallery))).signatures["serving_default"]
     return index, encoder
+
+
+def _search(index: SearchIndex, queries, k: int, nprobe: int | None):
+    return index.search(queries, k, nprobe)
 
 
 def search_main(argv: list[str] | None = None) -> int:
@@ -36,12 +48,13 @@ def search_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", required=True, help="index built from images (python -m export.index --images)")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--model", help="text encoder version dir (default: beside the index's image encoder)")
+    parser.add_argument("--nprobe", type=int, help="lists probed (ivf, faiss-ivf*) or HNSW beam; default: the index's")
     args = parser.parse_args(argv)
     index, serve = _index_and_encoder(parser, args.index, "images", args.model, text_model_for)
     queries = serve(sentences=tf.constant(args.sentences))["embeddings"].numpy()
-    indices, scores = top_k(queries, index.embeddings, args.k)
-    for sentence, rows, values in zip(args.sentences, indices, scores):
-        _print_results(sentence, index.ids, rows, values)
+    found, scores = _search(index, queries, args.k, args.nprobe)
+    for sentence, ids, values in zip(args.sentences, found, scores):
+        _print_results(sentence, ids, values)
     return 0
 
 
@@ -51,6 +64,7 @@ def annotate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--captions_index", required=True)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--model", help="image encoder version dir (default: beside the index's text encoder)")
+    parser.add_argument("--nprobe", type=int, help="lists probed (ivf, faiss-ivf*) or HNSW beam; default: the index's")
     args = parser.parse_args(argv)
     index, serve = _index_and_encoder(parser, args.captions_index, "captions", args.model, image_model_for)
     status = 0
@@ -62,8 +76,8 @@ def annotate_main(argv: list[str] | None = None) -> int:
             print(f"error: {image}: {reason}", file=sys.stderr)
             status = 1
             continue
-        indices, scores = top_k(query, index.embeddings, args.k)
-        _print_results(image, index.ids, indices[0], scores[0])
+        found, scores = _search(index, query, args.k, args.nprobe)
+        _print_results(image, found[0], scores[0])
     return status
 
 

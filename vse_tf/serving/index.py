@@ -1,8 +1,9 @@
-"""Search and annotation with exported towers: gallery indexes, top-k, a retrieval SavedModel.
+"""Search and annotation with exported towers: the gallery, embedding it, brute-force top-k.
 
-An index is a folder: ``embeddings.npy`` (``float32 [N, D]`` unit rows), ``ids.json``
+A gallery is stored as ``embeddings.npy`` (``float32 [N, D]`` unit rows), ``ids.json``
 (image paths relative to the gallery folder, or caption texts) and ``index.json`` (kind,
-the SavedModel that embedded it, skipped inputs).
+the SavedModel that embedded it, skipped inputs, and the backend that indexes it) in an
+index version directory ``INDEX/<version>/`` (see :mod:`vse_tf.serving.index_store`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,46 @@ from vse_tf.progress import progress_bar
 from vse_tf.serving.signatures import IMAGE_ENCODER_NAME, TEXT_ENCODER_NAME
 
 INDEX_KINDS = ("images", "captions")
+INDEX_FILE = "index.json"
+IDS_FILE = "ids.json"
+EMBEDDINGS_FILE = "embeddings.npy"
+
+
+class IndexFolderError(ValueError):
+    """An index folder whose files are missing, unreadable or disagree; the message names the file."""
+
+
+def version_numbers(root: str | os.PathLike) -> list[int]:
+    """The version directories under an index folder, ascending."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(int(path.name) for path in root.iterdir() if path.name.isdigit() and path.is_dir())
+
+
+def resolve_version(path: str | os.PathLike) -> Path:
+    """A version directory: ``path`` itself when it holds ``index.json``, else its newest version."""
+    path = Path(path)
+    if (path / INDEX_FILE).exists():
+        return path
+    versions = version_numbers(path)
+    if not versions:
+        raise FileNotFoundError(f"{path}: not an index folder (no {INDEX_FILE} and no version directories)")
+    return path / str(versions[-1])
+
+
+def read_index_meta(directory: Path) -> dict:
+    """``index.json`` of a version directory, as a dict."""
+    path = directory / INDEX_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not an index folder (no {INDEX_FILE})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IndexFolderError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise IndexFolderError(f"{path}: must hold a JSON object")
+    return meta
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,39 +83,81 @@ class EmbeddingIndex:
     model: str
     skipped: tuple[tuple[str, str], ...] = ()
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Writes the index folder (files replaced atomically)."""
+    def save(self, directory: str | os.PathLike, extra_meta: dict | None = None) -> Path:
+        """Writes the gallery files into ``directory`` (each replaced atomically).
+
+        ``extra_meta`` adds fields to ``index.json`` (the backend, its settings, the version).
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(directory / "embeddings.npy") as temporary:
+        with atomic_path(directory / EMBEDDINGS_FILE) as temporary:
             np.save(temporary, self.embeddings.astype(np.float32))
-        write_text_atomic(directory / "ids.json", json.dumps(list(self.ids), ensure_ascii=False))
+        write_text_atomic(directory / IDS_FILE, json.dumps(list(self.ids), ensure_ascii=False))
         meta = {
             "kind": self.kind,
             "count": len(self.ids),
             "dim": int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0,
             "model": self.model,
             "skipped": [list(item) for item in self.skipped],
+            **(extra_meta or {}),
         }
-        write_text_atomic(directory / "index.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(directory / INDEX_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> EmbeddingIndex:
-        """Reads an index folder written by :meth:`save`."""
-        directory = Path(directory)
-        meta_path = directory / "index.json"
-        if not meta_path.exists():
-            raise FileNotFoundError(f"{meta_path}: not an index folder (no index.json)")
-        meta = json.loads(meta_path.read_text())
-        ids = tuple(json.loads((directory / "ids.json").read_text()))
-        embeddings = np.load(directory / "embeddings.npy")
+        """Reads the gallery of an index version (``directory`` or its newest version) and checks it.
+
+        Raises:
+            FileNotFoundError: not an index folder.
+            IndexFolderError: a missing or unreadable file, or files that disagree (the
+                message names the file).
+        """
+        directory = resolve_version(directory)
+        meta = read_index_meta(directory)
+        meta_path = directory / INDEX_FILE
         if meta.get("kind") not in INDEX_KINDS:
-            raise ValueError(f"{meta_path}: field 'kind' must be one of {INDEX_KINDS}, got {meta.get('kind')!r}")
+            raise IndexFolderError(f"{meta_path}: field 'kind' must be one of {INDEX_KINDS}, got {meta.get('kind')!r}")
+        ids = _read_ids(directory / IDS_FILE)
+        embeddings = _read_embeddings(directory / EMBEDDINGS_FILE)
         if embeddings.shape[0] != len(ids):
-            raise ValueError(f"{directory}: {embeddings.shape[0]} embeddings but {len(ids)} ids")
+            raise IndexFolderError(
+                f"{directory / EMBEDDINGS_FILE}: {embeddings.shape[0]} rows but {IDS_FILE} holds {len(ids)} ids"
+            )
+        if "dim" in meta and len(ids) and embeddings.shape[1] != meta["dim"]:
+            raise IndexFolderError(
+                f"{directory / EMBEDDINGS_FILE}: rows of dim {embeddings.shape[1]}, {INDEX_FILE} says dim {meta['dim']}"
+            )
+        if "count" in meta and meta["count"] != len(ids):
+            raise IndexFolderError(f"{directory / IDS_FILE}: {len(ids)} ids, {INDEX_FILE} says count {meta['count']}")
+        if len(set(ids)) != len(ids):
+            raise IndexFolderError(f"{directory / IDS_FILE}: ids repeat")
         skipped = tuple(tuple(item) for item in meta.get("skipped", []))
         return cls(meta["kind"], ids, embeddings, meta.get("model", ""), skipped)
+
+
+def _read_ids(path: Path) -> tuple[str, ...]:
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexFolderError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IndexFolderError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
+        raise IndexFolderError(f"{path}: must be a JSON list of strings")
+    return tuple(ids)
+
+
+def _read_embeddings(path: Path) -> np.ndarray:
+    try:
+        embeddings = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise IndexFolderError(f"{path}: missing") from None
+    except (OSError, ValueError) as error:
+        raise IndexFolderError(f"{path}: not a NumPy array file ({error})") from None
+    if embeddings.ndim != 2 or embeddings.dtype != np.float32:
+        raise IndexFolderError(f"{path}: must be float32 [N, D], got {embeddings.dtype} {embeddings.shape}")
+    return embeddings
 
 
 def list_images(directory: str | os.PathLike) -> list[Path]:
