@@ -15,25 +15,24 @@ from vse_tf.image.features import (
     build_feature_extractor,
     dataset_splits,
     extract_features,
-    load_on_white,
+    picture_reader,
     source_data_config,
 )
 from vse_tf.training.trainer import train
 
 
-def test_transparent_pixels_become_white_and_bad_files_are_counted(tmp_path):
+def test_transparent_pixels_become_the_background_and_bad_files_are_counted(tmp_path):
     pixels = np.zeros((8, 8, 4), np.uint8)
     pixels[:4] = (10, 20, 30, 255)  # top half opaque, bottom half fully transparent (black RGB)
     Image.fromarray(pixels, "RGBA").save(tmp_path / "clip.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    image, error = load_on_white(str(tmp_path / "clip.png"), 8)
+    image, error = picture_reader(8)(str(tmp_path / "clip.png"))
     assert error == "" and image.dtype == np.uint8
     np.testing.assert_array_equal(image[0, 0], (10, 20, 30))
     np.testing.assert_array_equal(image[7, 7], (255, 255, 255))
-    large, error = load_on_white(str(tmp_path / "clip.png"), 8, max_pixels=63)
-    assert error == "too large: 8x8 pixels, the limit is 63" and (large == 255).all()
-    Image.fromarray(np.zeros((300, 200, 3), np.uint8)).save(tmp_path / "big.jpg")
-    assert load_on_white(str(tmp_path / "big.jpg"), 8)[0].shape == (8, 8, 3)  # shrunk in two steps
+    np.testing.assert_array_equal(picture_reader(8, (0, 0, 90))(str(tmp_path / "clip.png"))[0][7, 7], (0, 0, 90))
+    large, error = picture_reader(8, max_pixels=63)(str(tmp_path / "clip.png"))
+    assert "image too large: it declares a raster of 64 pixels; the limit is 63" in error and (large == 255).all()
     extractor = build_feature_extractor("small_cnn", image_size=16)
     paths = [str(tmp_path / "clip.png"), str(tmp_path / "broken.png")]
     result = extract_features(paths, extractor, batch_size=1)

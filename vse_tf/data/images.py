@@ -19,6 +19,7 @@ a GIF it walks every block, so a small logical screen cannot hide a huge frame.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -107,7 +108,7 @@ def gif_blocks(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
         return byte(offset) + 256 * byte(offset + 1)
 
     def table_bytes(packed):
-        return tf.where(tf.bitwise.bitwise_and(packed, 0x80) > 0, 3 * tf.bitwise.left_shift(2, packed % 8), 0)
+        return tf.where(tf.bitwise.bitwise_and(packed, 0x80) > 0, 3 * _table_entries(packed), 0)
 
     screen_packed = byte(10)
     screen = uint16(6) * uint16(8)
@@ -123,7 +124,7 @@ def gif_blocks(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
         screen,
         zero,
         global_table,
-        tf.where(global_table >= 0, tf.bitwise.left_shift(2, screen_packed % 8), 0),
+        tf.where(global_table >= 0, _table_entries(screen_packed), 0),
         minus_one,
         minus_one,
     )
@@ -161,7 +162,7 @@ def gif_blocks(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
             tf.where(new_image, total + frame, total),
             tf.where(new_image, frames + 1, frames),
             tf.where(use_local, offset + 10, table),
-            tf.where(use_local, tf.bitwise.left_shift(2, image_packed % 8), entries),
+            tf.where(use_local, _table_entries(image_packed), entries),
             tf.where(new_control, offset + 3, control),
             tf.where(new_control, tf.where(has_transparency, byte(offset + 6), -1), transparent),
         )
@@ -169,6 +170,20 @@ def gif_blocks(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
     final = tf.while_loop(more, step, start, parallel_iterations=1)
     names = ("largest", "total", "frames", "table", "table_entries", "control", "transparent")
     return dict(zip(names, final[3:]))
+
+
+def error_message(error: tf.errors.OpError) -> str:
+    """One readable line from a reader error: ``vse_tf: image too large: ... 64 pixels; ...``."""
+    line = error.message.splitlines()[0] if error.message else type(error).__name__
+    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)
+    if line.startswith("assertion failed: "):
+        line = " ".join(re.findall(r"\[([^\]]*)\]", line.removeprefix("assertion failed: ")))
+    return line
+
+
+def _table_entries(packed: tf.Tensor) -> tf.Tensor:
+    """Colour table entries a GIF packed byte declares: ``2 ** (size bits + 1)``."""
+    return tf.bitwise.left_shift(tf.constant(2, tf.int64), packed % 8)
 
 
 def read_image(
@@ -243,7 +258,7 @@ def _gif_transparency_as(encoded: tf.Tensor, background: tuple[int, int, int]) -
     )
 
     def rewrite():
-        control_byte = tf.strings.substr(encoded, blocks["control"], 1, unit="BYTE")
+        control_byte = tf.strings.substr(encoded, tf.cast(blocks["control"], tf.int32), 1, unit="BYTE")
         flags = tf.cast(tf.io.decode_raw(control_byte, tf.uint8)[0], tf.int64)
         cleared = tf.gather(tf.constant(_BYTE_STRINGS), tf.bitwise.bitwise_and(flags, 0xFE))
         recoloured = _splice(encoded, entry, tf.constant(bytes(background)))
@@ -254,16 +269,11 @@ def _gif_transparency_as(encoded: tf.Tensor, background: tuple[int, int, int]) -
 
 def _splice(encoded: tf.Tensor, offset: tf.Tensor, replacement: tf.Tensor) -> tf.Tensor:
     """``encoded`` with the bytes at ``offset`` overwritten by ``replacement`` (same length)."""
-    width = tf.strings.length(replacement, unit="BYTE")
-    after = tf.cast(offset, tf.int32) + width
+    offset = tf.cast(offset, tf.int32)
+    after = offset + tf.strings.length(replacement, unit="BYTE")
     rest = tf.strings.length(encoded, unit="BYTE") - after
-    return tf.strings.join(
-        [
-            tf.strings.substr(encoded, 0, offset, unit="BYTE"),
-            replacement,
-            tf.strings.substr(encoded, after, rest, unit="BYTE"),
-        ]
-    )
+    head = tf.strings.substr(encoded, tf.constant(0, tf.int32), offset, unit="BYTE")
+    return tf.strings.join([head, replacement, tf.strings.substr(encoded, after, rest, unit="BYTE")])
 
 
 def _check_background(background: Sequence[int]) -> tuple[int, int, int]:

@@ -34,7 +34,7 @@ import tensorflow as tf
 from vse_tf.config import IMAGE_BACKBONES, DataConfig, ExperimentConfig, ImageTowerConfig
 from vse_tf.data.datasets import read_records
 from vse_tf.data.image_facts import MAX_IMAGE_PIXELS
-from vse_tf.data.images import WHITE, read_image
+from vse_tf.data.images import WHITE, error_message, read_image
 from vse_tf.data.records import CaptionRecord, RetrievalSplit, group_by_image
 from vse_tf.data.skips import SkipLog
 from vse_tf.data.splits import load_splits
@@ -93,7 +93,7 @@ def picture_reader(image_size: int, background: Sequence[int] = WHITE, max_pixel
         try:
             return read(tf.io.read_file(path)).numpy(), ""
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-            return blank.copy(), f"{type(error).__name__}: {error.message.splitlines()[0]}"
+            return blank.copy(), f"{type(error).__name__}: {error_message(error)}"
 
     return load
 
