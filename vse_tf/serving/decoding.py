@@ -39,14 +39,32 @@ def decode_batch_for_serving(
     headers declare more than ``max_batch_pixels`` in all (a GIF counts its screen and
     every frame), and for each image as :func:`decode_for_serving` does.
     """
-    _, totals = tf.map_fn(
+    largest, totals = tf.map_fn(
         declared_pixels, images, fn_output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64))
     )
-    batch_total = tf.reduce_sum(totals)
-    check = tf.debugging.Assert(
-        batch_total <= max_batch_pixels,
-        ["vse_tf: batch too large: its images declare", batch_total, "pixels in all; the limit is", max_batch_pixels],
+    first = tf.argmax(tf.concat([largest, [0]], axis=0))  # the largest raster, and where it is
+    image_check = tf.debugging.Assert(
+        tf.reduce_all(largest <= max_pixels),
+        [
+            "vse_tf: image too large: image",
+            first,
+            "of the batch declares a raster of",
+            tf.reduce_max(largest),
+            "pixels; the limit is",
+            max_pixels,
+        ],
     )
+    batch_total = tf.reduce_sum(totals)
+    with tf.control_dependencies([image_check]):
+        check = tf.debugging.Assert(
+            batch_total <= max_batch_pixels,
+            [
+                "vse_tf: batch too large: its images declare",
+                batch_total,
+                "pixels in all; the limit is",
+                max_batch_pixels,
+            ],
+        )
     with tf.control_dependencies([check]):
         images = tf.identity(images)
     return tf.map_fn(
