@@ -1,12 +1,9 @@
 """The one image reader: the same pixels in feature extraction, training, evaluation and the
-exported decoder (reloaded in a process without vse_tf), against PIL's composite."""
+serving decoder, against PIL's composite (the reloaded SavedModel on these pictures:
+``tests/serving/test_export.py``)."""
 
 import dataclasses
 import io
-import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -23,18 +20,6 @@ from vse_tf.serving.decoding import decode_batch_for_serving
 
 SIZE = 16
 BACKGROUND = (0, 128, 255)
-
-RELOAD_DECODER = textwrap.dedent(
-    """
-    import json, sys
-    import tensorflow as tf
-    assert "vse_tf" not in sys.modules
-    decode = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-    images = tf.stack([tf.io.read_file(path) for path in json.loads(sys.argv[2])])
-    print(json.dumps({"pixels": decode(images=images)["pixels"].numpy().tolist(),
-                      "vse_tf": "vse_tf" in sys.modules}))
-    """
-)
 
 
 def pictures(folder):
@@ -87,7 +72,7 @@ def test_decoded_pixels_are_pils_composite_on_the_background(paths, background):
         assert np.abs(decoded.astype(int) - reference).max() <= 1, path
 
 
-def test_features_training_evaluation_and_the_exported_decoder_read_the_same_pixels(paths, tmp_path):
+def test_features_training_evaluation_and_serving_read_the_same_pixels(paths, tmp_path):
     records = [CaptionRecord(path, f"picture {i}", i, "train") for i, path in enumerate(paths)]
     split = group_by_image(records)
     config = tiny_config(tmp_path, tmp_path / "run")
@@ -113,23 +98,6 @@ def test_features_training_evaluation_and_the_exported_decoder_read_the_same_pix
     np.testing.assert_array_equal(training, features)
     np.testing.assert_array_equal(evaluation.astype(np.uint8), features)
     np.testing.assert_array_equal(serving.numpy(), features)
-
-    class Decoder(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
-        def decode(self, images):
-            return {"pixels": decode_batch_for_serving(images, SIZE, background=BACKGROUND)}
-
-    decoder = Decoder()
-    tf.saved_model.save(decoder, str(tmp_path / "decoder"), signatures={"serving_default": decoder.decode})
-    result = subprocess.run(
-        [sys.executable, "-c", RELOAD_DECODER, str(tmp_path / "decoder"), json.dumps(list(split.image_refs))],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    reloaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert reloaded["vse_tf"] is False
-    np.testing.assert_array_equal(np.array(reloaded["pixels"], np.uint8), features)
 
 
 def test_a_bad_background_is_named():

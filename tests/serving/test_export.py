@@ -6,11 +6,25 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import RELOAD_SCRIPT, SENTENCES, VOCABULARY, tiny_config
+from PIL import Image
 
 from vse_tf.config import ImageTowerConfig
 from vse_tf.model.dual_encoder import build_dual_encoder
 from vse_tf.serving.export import export_towers
 from vse_tf.text.tokenizer import SentenceTokenizer
+
+
+def transparent_pictures(folder):
+    """Graded alpha (PNG), a palette PNG and a GIF with a transparent colour, gray + alpha."""
+    rgba = np.random.default_rng(5).integers(0, 256, (20, 14, 4), dtype=np.uint8)
+    rgba[:6, :, 3] = 0
+    drawing = Image.fromarray(rgba, "RGBA")
+    palette = drawing.convert("RGB").quantize(16)
+    drawing.save(folder / "alpha.png")
+    palette.save(folder / "palette.png", transparency=palette.getpixel((0, 0)))
+    palette.save(folder / "transparent.gif", transparency=palette.getpixel((0, 0)))
+    drawing.convert("LA").save(folder / "gray_alpha.png")
+    return [str(folder / name) for name in ("alpha.png", "palette.png", "transparent.gif", "gray_alpha.png")]
 
 
 @pytest.fixture
@@ -24,7 +38,10 @@ def exported(tiny_dataset, tmp_path):
 
 def test_reloaded_in_plain_tensorflow_gives_the_keras_embeddings(exported, tiny_dataset):
     config, model, tokenizer, paths, models_dir = exported
-    image_paths = sorted(str(p) for p in (tiny_dataset / "images").glob("*.png"))[:3]
+    # Transparency, palette, gray and GIF go through the one reader in both processes.
+    image_paths = sorted(str(p) for p in (tiny_dataset / "images").glob("*.png"))[:2] + transparent_pictures(
+        tiny_dataset
+    )
     result = subprocess.run(
         [sys.executable, "-c", RELOAD_SCRIPT, str(models_dir), json.dumps(image_paths), json.dumps(SENTENCES)],
         capture_output=True,
