@@ -115,10 +115,23 @@ def gif_blocks(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
     global_table = tf.where(tf.bitwise.bitwise_and(screen_packed, 0x80) > 0, tf.constant(13, tf.int64), -1)
     minus_one = tf.constant(-1, tf.int64)
     zero = tf.constant(0, tf.int64)
-    # State: offset, reading sub-blocks?, done?, largest, total, frames, table, entries, control, transparent.
+
+    def skip_sub_blocks(offset):
+        """The offset after a chain of data sub-blocks (a length byte, that many bytes; 0 ends it)."""
+        # The tight inner loop: one gather per sub-block (most of a GIF's bytes are here).
+        return (
+            tf.while_loop(
+                lambda at: (at < size) & (tf.gather(padded, tf.minimum(at, size)) > 0),
+                lambda at: [at + 1 + tf.gather(padded, at)],
+                [offset],
+                parallel_iterations=1,
+            )[0]
+            + 1
+        )
+
+    # State: offset, done?, largest, total, frames, table, entries, control, transparent.
     start = (
         13 + table_bytes(screen_packed),
-        tf.constant(False),
         tf.constant(False),
         screen,
         screen,
@@ -129,47 +142,38 @@ def gif_blocks(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
         minus_one,
     )
 
-    def more(offset, in_sub_blocks, done, *rest):
+    def more(offset, done, *rest):
         return tf.logical_and(tf.logical_not(done), offset < size)
 
-    def step(offset, in_sub_blocks, done, largest, total, frames, table, entries, control, transparent):
-        # Inside a chain of data sub-blocks: a length byte, then that many bytes; 0 ends the chain.
-        sub_length = byte(offset)
-        sub_offset = tf.where(sub_length > 0, offset + 1 + sub_length, offset + 1)
-        # At a block: an extension (introducer, label, sub-blocks), an image, or the trailer.
+    def step(offset, done, largest, total, frames, table, entries, control, transparent):
+        # A block: an extension (introducer, label, sub-blocks), an image, or the trailer.
         introducer = byte(offset)
         is_extension = tf.equal(introducer, _GIF_EXTENSION)
         is_image = tf.equal(introducer, _GIF_IMAGE)
         first = tf.equal(frames, 0)
         is_control = is_extension & tf.equal(byte(offset + 1), _GIF_CONTROL) & first
-        control_packed = byte(offset + 3)
-        has_transparency = tf.bitwise.bitwise_and(control_packed, 1) > 0
+        has_transparency = tf.bitwise.bitwise_and(byte(offset + 3), 1) > 0
         frame = uint16(offset + 5) * uint16(offset + 7)
         image_packed = byte(offset + 9)
-        local = tf.bitwise.bitwise_and(image_packed, 0x80) > 0
-        block_offset = tf.where(
-            is_extension, offset + 2, tf.where(is_image, offset + 10 + table_bytes(image_packed) + 1, offset)
-        )
-        at_block = tf.logical_not(in_sub_blocks)
-        new_image = at_block & is_image
-        new_control = at_block & is_control
-        use_local = new_image & first & local
+        use_local = is_image & first & (tf.bitwise.bitwise_and(image_packed, 0x80) > 0)
+        # Image data: descriptor, local table, the LZW code size byte, then sub-blocks.
+        chain = tf.where(is_extension, offset + 2, offset + 10 + table_bytes(image_packed) + 1)
+        known = is_extension | is_image
         return (
-            tf.where(in_sub_blocks, sub_offset, block_offset),
-            tf.where(in_sub_blocks, sub_length > 0, is_extension | is_image),
-            at_block & tf.logical_not(is_extension | is_image),
-            tf.where(new_image, tf.maximum(largest, frame), largest),
-            tf.where(new_image, total + frame, total),
-            tf.where(new_image, frames + 1, frames),
+            tf.cond(known, lambda: skip_sub_blocks(chain), lambda: offset),
+            tf.logical_not(known),
+            tf.where(is_image, tf.maximum(largest, frame), largest),
+            tf.where(is_image, total + frame, total),
+            tf.where(is_image, frames + 1, frames),
             tf.where(use_local, offset + 10, table),
             tf.where(use_local, _table_entries(image_packed), entries),
-            tf.where(new_control, offset + 3, control),
-            tf.where(new_control, tf.where(has_transparency, byte(offset + 6), -1), transparent),
+            tf.where(is_control, offset + 3, control),
+            tf.where(is_control, tf.where(has_transparency, byte(offset + 6), -1), transparent),
         )
 
     final = tf.while_loop(more, step, start, parallel_iterations=1)
     names = ("largest", "total", "frames", "table", "table_entries", "control", "transparent")
-    return dict(zip(names, final[3:]))
+    return dict(zip(names, final[2:]))
 
 
 def error_message(error: tf.errors.OpError) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from vse_tf.data.image_facts import MAX_BATCH_PIXELS, MAX_IMAGE_PIXELS
-from vse_tf.data.images import WHITE, declared_pixels, read_image
+from vse_tf.data.images import WHITE, declared_pixels, decode_rgb, format_code, read_image, resize_pixels
 
 
 def decode_for_serving(
@@ -39,8 +39,14 @@ def decode_batch_for_serving(
     headers declare more than ``max_batch_pixels`` in all (a GIF counts its screen and
     every frame), and for each image as :func:`decode_for_serving` does.
     """
-    largest, totals = tf.map_fn(
-        declared_pixels, images, fn_output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64))
+    kinds, largest, totals = tf.map_fn(
+        lambda encoded: (format_code(encoded), *declared_pixels(encoded)),
+        images,
+        fn_output_signature=(tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)),
+    )
+    unknown = tf.argmin(tf.concat([kinds, [1]], axis=0))
+    format_check = tf.debugging.Assert(
+        tf.reduce_all(kinds > 0), ["vse_tf: image", unknown, "of the batch is not a JPEG, PNG, GIF or BMP image"]
     )
     first = tf.argmax(tf.concat([largest, [0]], axis=0))  # the largest raster, and where it is
     image_check = tf.debugging.Assert(
@@ -55,8 +61,8 @@ def decode_batch_for_serving(
         ],
     )
     batch_total = tf.reduce_sum(totals)
-    with tf.control_dependencies([image_check]):
-        check = tf.debugging.Assert(
+    with tf.control_dependencies([format_check, image_check]):  # the per-image messages come first
+        batch_check = tf.debugging.Assert(
             batch_total <= max_batch_pixels,
             [
                 "vse_tf: batch too large: its images declare",
@@ -65,10 +71,11 @@ def decode_batch_for_serving(
                 max_batch_pixels,
             ],
         )
-    with tf.control_dependencies([check]):
+    with tf.control_dependencies([format_check, image_check, batch_check]):
         images = tf.identity(images)
+    # Headers checked above: each image is decoded without reading them again.
     return tf.map_fn(
-        lambda encoded: decode_for_serving(encoded, image_size, max_pixels, background),
+        lambda encoded: resize_pixels(decode_rgb(encoded, background), image_size),
         images,
         fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8),
     )
