@@ -83,9 +83,8 @@ def test_features_training_evaluation_and_serving_read_the_same_pixels(paths, tm
     features = np.stack([load(path)[0] for path in split.image_refs])
     training = np.stack([pixels for pixels, _ in training_images(split, config).as_numpy_iterator()])
     evaluation = np.concatenate(list(eval_image_batches(split, "train", config, batch_size=3).as_numpy_iterator()))
-    serving = decode_batch_for_serving(
-        tf.stack([tf.io.read_file(p) for p in split.image_refs]), SIZE, background=BACKGROUND
-    )
+    serve = tf.function(lambda images: decode_batch_for_serving(images, SIZE, background=BACKGROUND))
+    serving = serve(tf.stack([tf.io.read_file(p) for p in split.image_refs]))
 
     # An independent reference: PIL's composite, resized as the reader resizes.
     reference = np.stack(
