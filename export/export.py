@@ -2,7 +2,10 @@
 
     python -m export.export --run runs/demo --out runs/demo/models [--version 1]
 
-Writes OUT/image_encoder/VERSION/ and OUT/text_encoder/VERSION/; refuses to overwrite.
+Writes OUT/image_encoder/VERSION/ and OUT/text_encoder/VERSION/ (VERSION a positive
+integer, as TF Serving loads only those); refuses to overwrite. A run trained on
+precomputed features gets the backbone its features.json records in front of its
+projection, so its image tower takes image bytes too.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="training run directory (holds config.json)")
     parser.add_argument("--out", required=True, help="models directory")
-    parser.add_argument("--version", type=int, default=1, help="version sub-directory (default: 1)")
+    parser.add_argument("--version", type=int, default=1, help="version sub-directory, a positive integer (default: 1)")
     args = parser.parse_args(argv)
     try:
         paths = export_run(restore_run(args.run), args.out, args.version)
-    except (FileExistsError, FileNotFoundError) as error:
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for name, path in paths.items():

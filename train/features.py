@@ -8,8 +8,11 @@
 ``--format`` the project reads (``coco``, ``folders``, ``wikipedia``, ``jsonl``, ``csv``;
 ``--annotations`` as ``data.annotations``). The splits are read exactly as training with
 ``--image.backbone features`` reads them, so the rows line up. Writes
-OUT/{split}_ims.npy, OUT/{split}_caps.txt and OUT/features.json. Then train at feature
-speed: ``--image.backbone features --image.feature_dim 1280 --data.features_dir OUT``.
+OUT/{split}_ims.npy, OUT/{split}_caps.txt and OUT/features.json (the record of the
+backbone, its weights file and SHA-256, image size, background and image ids; without
+``--weights`` the random initial weights are saved as OUT/backbone.weights.h5). Then train
+at feature speed: ``--image.backbone features --image.feature_dim 1280 --data.features_dir
+OUT``; the export puts this backbone back in front of the trained projection.
 """
 
 from __future__ import annotations
@@ -32,14 +35,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", default="efficientnet_lite0", choices=sorted(DEFAULT_IMAGE_SIZE))
     parser.add_argument("--weights", default="", help="backbone .weights.h5 (empty: random init)")
     parser.add_argument("--image_size", type=int, default=0, help="input side (default: the backbone's)")
+    parser.add_argument(
+        "--background", default="255,255,255", help="R,G,B transparent pixels are composited onto (image.background)"
+    )
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     try:
+        background = tuple(int(value) for value in args.background.split(","))
         data = source_data_config(args.images, args.out, args.format, args.image_root, args.annotations)
         splits = dataset_splits(data)
         manifest = write_split_features(
-            splits, args.out, args.backbone, args.weights, args.image_size or None, args.batch_size, progress=True
+            splits,
+            args.out,
+            args.backbone,
+            args.weights,
+            args.image_size or None,
+            args.batch_size,
+            progress=True,
+            background=background,
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

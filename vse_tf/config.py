@@ -110,6 +110,8 @@ class ImageTowerConfig:
         cnn_convs_per_stage: ``small_cnn`` 3x3 convolutions in each stage.
         batchnorm_momentum: 0.9 trains better than Keras' 0.99 with few steps an epoch.
         dropout: dropout before the projection.
+        background: RGB colour transparent pixels are composited onto, wherever pictures
+            are read (features, training, serving; see :mod:`vse_tf.data.images`).
     """
 
     backbone: str = "small_cnn"
@@ -121,8 +123,11 @@ class ImageTowerConfig:
     cnn_convs_per_stage: int = 2
     batchnorm_momentum: float = 0.9
     dropout: float = 0.0
+    background: tuple[int, ...] = (255, 255, 255)
 
     def __post_init__(self) -> None:
+        if len(self.background) != 3 or not all(0 <= value <= 255 for value in self.background):
+            raise ValueError(f"image.background must be three values in 0..255 (RGB), got {self.background}")
         if self.backbone not in IMAGE_BACKBONES:
             raise ValueError(f"image.backbone must be one of {IMAGE_BACKBONES}, got {self.backbone!r}")
         if self.image_size < 16:

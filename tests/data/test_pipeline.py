@@ -76,7 +76,8 @@ def test_decode_and_resize_gives_rgb(tmp_path, mode, channels):
     Image.new(mode, (40, 30), color=(200,) * channels if channels > 1 else 200).save(path)
     pixels = decode_and_resize(tf.io.read_file(str(path)), 16)
     assert pixels.shape == (16, 16, 3) and pixels.dtype == tf.uint8
-    assert int(pixels[8, 8, 0]) == 200
+    # Alpha 200 over the white background: (200 * 200 + 255 * 55) / 255, rounded.
+    assert int(pixels[8, 8, 0]) == (round((200 * 200 + 255 * 55) / 255) if mode == "RGBA" else 200)
 
 
 def test_cache_only_when_the_estimate_fits_the_budget(setup):

@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,13 @@ import tensorflow as tf
 from conftest import tiny_config
 from PIL import Image
 
+from vse_tf.data.images import declared_pixels
+from vse_tf.data.pipeline import batch_tokenizer
 from vse_tf.model.dual_encoder import build_dual_encoder
-from vse_tf.serving.decoding import decode_for_serving
+from vse_tf.serving.decoding import decode_batch_for_serving, decode_for_serving
 from vse_tf.serving.export import export_towers
 from vse_tf.serving.model_card import MODEL_CARD_FILE, WARMUP_FILE, read_warmup_requests
-from vse_tf.text.tokenizer import SentenceTokenizer
+from vse_tf.text.tokenizer import SentenceTokenizer, split_words
 
 VOCABULARY = ["a", "red", "green", "block", "on", "the", "left", "right"]
 SERVING_DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
@@ -160,3 +163,67 @@ def test_readme_rest_bodies_feed_the_exported_signatures(exported):
         signature = loaded.signatures[body.get("signature_name", "serving_default")]
         embeddings = signature(**rest_to_tensors(body, signature))["embeddings"].numpy()
         assert embeddings.shape == (len(body["instances"]), 16)
+
+
+def gif_with_frame(width: int, height: int, payload: int = 0, screen: tuple[int, int] = (16, 16)) -> bytes:
+    """A GIF whose 16x16 logical screen hides one frame of ``width x height`` pixels
+    (``payload`` bytes of image data in 255-byte sub-blocks: a decompression bomb's shape)."""
+    header = b"GIF89a" + struct.pack("<HHBBB", *screen, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    descriptor = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0)
+    blocks = b"".join(b"\xff" + bytes(255) for _ in range(payload // 255))
+    return header + descriptor + b"\x02" + blocks + b"\x00" + b";"
+
+
+@pytest.mark.parametrize("side", [40_000, 8_000])
+def test_a_huge_gif_frame_behind_a_small_screen_is_refused_before_decoding(exported, side):
+    bomb = gif_with_frame(side, side, payload=100_000 if side == 40_000 else 0)
+    small = encode(Image.new("RGB", (4, 4)), "PNG")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"image too large: image.*1.*{side * side}"):
+        embed_images(exported, [small, bomb])
+
+
+def test_every_gif_frame_is_counted_as_pil_reads_the_frames():
+    frames = [Image.new("P", (30, 20), 1), Image.new("P", (30, 20), 2), Image.new("P", (30, 20), 3)]
+    encoded = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], optimize=False, disposal=2)
+    with Image.open(io.BytesIO(encoded)) as image:
+        tiles = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            x0, y0, x1, y1 = image.tile[0][1] if image.tile else image.dispose_extent
+            tiles.append((x1 - x0) * (y1 - y0))
+        screen = image.size[0] * image.size[1]
+    largest, total = declared_pixels(tf.constant(encoded))
+    assert (int(largest), int(total)) == (max([screen, *tiles]), screen + sum(tiles))
+
+
+def test_a_batch_declaring_too_many_pixels_in_all_is_refused():
+    image = encode(Image.new("RGB", (300, 200), (1, 2, 3)), "PNG")  # 60,000 pixels each
+    assert decode_batch_for_serving(tf.constant([image]), 8, max_batch_pixels=100_000).shape == (1, 8, 8, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"(?s)batch too large.*120000"):
+        decode_batch_for_serving(tf.constant([image, image]), 8, max_batch_pixels=100_000)
+
+
+def test_an_empty_batch_gives_zero_rows_for_images_as_for_text(exported):
+    assert embed_images(exported, []).shape == (0, 16)
+    assert embed_text(exported, np.array([], dtype=object)).shape == (0, 16)
+    pixels = exported["image"].signatures["pixels"](pixels=tf.zeros([0, 16, 16, 3]))["embeddings"]
+    assert pixels.shape == (0, 16)
+
+
+def test_non_finite_pixels_are_invalid_argument(exported):
+    serve = exported["image"].signatures["pixels"]
+    for bad in (np.nan, np.inf):
+        pixels = np.full((2, 16, 16, 3), 100.0, np.float32)
+        pixels[1, 3, 4, 0] = bad
+        with pytest.raises(tf.errors.InvalidArgumentError, match="pixels must be finite"):
+            serve(pixels=tf.constant(pixels))
+
+
+def test_a_nul_byte_is_a_word_break_in_training_and_serving(exported):
+    tokenizer, config = exported["tokenizer"], exported["config"]
+    with_nul, spaced = ["a red\x00block on the left", "\x00green"], ["a red block on the left", " green"]
+    np.testing.assert_allclose(embed_text(exported, with_nul), embed_text(exported, spaced), atol=1e-6)
+    training = batch_tokenizer(tokenizer, config)
+    np.testing.assert_array_equal(training(tf.constant(with_nul)), training(tf.constant(spaced)))
+    np.testing.assert_array_equal(tokenizer(tf.constant(with_nul)), tokenizer(tf.constant(spaced)))
+    assert split_words(with_nul) == [["a", "red", "block", "on", "the", "left"], ["green"]]

@@ -9,6 +9,9 @@ from __future__ import annotations
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 # Images whose header declares more pixels than this are refused (decompression bombs).
 MAX_IMAGE_PIXELS = 40_000_000
+# A serving request whose images declare more pixels than this in all (a GIF: its screen
+# plus every frame) is refused before any is decoded.
+MAX_BATCH_PIXELS = 400_000_000
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GIF_MAGICS = (b"GIF87a", b"GIF89a")

@@ -13,10 +13,13 @@ import numpy as np
 import tensorflow as tf
 
 from vse_tf.config import DataConfig, ExperimentConfig, ImageTowerConfig
+from vse_tf.data.image_facts import MAX_IMAGE_PIXELS
+from vse_tf.data.images import WHITE, read_image
 from vse_tf.data.readers.precomp import is_row_ref, load_feature_rows
 from vse_tf.data.readers.tfrecord import ShardedSplit, shard_image_dataset, streamed_training_images
 from vse_tf.data.records import RetrievalSplit
 from vse_tf.data.service import distribute_to_service
+from vse_tf.image.feature_record import check_features_match
 from vse_tf.text.tokenizer import SentenceTokenizer
 
 if TYPE_CHECKING:
@@ -26,12 +29,12 @@ AUTOTUNE = tf.data.AUTOTUNE
 _EPOCH_GRAPH_SEED = 87654321
 
 
-def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
-    """JPEG/PNG/GIF/BMP bytes -> ``uint8 [S, S, 3]`` (grayscale and alpha become RGB)."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    resized = tf.image.resize(image, [image_size, image_size], antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+def decode_and_resize(
+    encoded: tf.Tensor, image_size: int, background: tuple[int, ...] = WHITE, max_pixels: int = MAX_IMAGE_PIXELS
+) -> tf.Tensor:
+    """JPEG/PNG/GIF/BMP bytes -> ``uint8 [S, S, 3]``: the one reader,
+    :func:`vse_tf.data.images.read_image` (gray to RGB, transparency onto ``background``)."""
+    return read_image(encoded, image_size, background, max_pixels)
 
 
 def image_dataset(split: RetrievalSplit, split_name: str, data: DataConfig, image: ImageTowerConfig) -> tf.data.Dataset:
@@ -43,7 +46,9 @@ def image_dataset(split: RetrievalSplit, split_name: str, data: DataConfig, imag
         return tf.data.Dataset.from_tensor_slices(split_features(split, split_name, data, image))
     paths = tf.data.Dataset.from_tensor_slices(list(split.image_refs))
     return paths.map(
-        lambda path: decode_and_resize(tf.io.read_file(path), image.image_size),
+        lambda path: decode_and_resize(
+            tf.io.read_file(path), image.image_size, image.background, data.max_image_pixels
+        ),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,  # embeddings must stay aligned with the split's images
     )
@@ -51,9 +56,13 @@ def image_dataset(split: RetrievalSplit, split_name: str, data: DataConfig, imag
 
 def split_features(split: RetrievalSplit, split_name: str, data: DataConfig, image: ImageTowerConfig) -> np.ndarray:
     """``float32 [N, F]`` for the split's images: rows named by ``path.npy#row`` refs (the
-    ``precomp`` format), else ``<features_dir>/<split>_ims.npy`` with one row per image."""
+    ``precomp`` format), else ``<features_dir>/<split>_ims.npy`` with one row per image,
+    refused when the folder's ``features.json`` names other images or another image config
+    (:func:`vse_tf.image.feature_record.check_features_match`)."""
     if split.image_refs and all(is_row_ref(ref) for ref in split.image_refs):
         return load_feature_rows(split.image_refs, image.feature_dim)
+    if data.features_dir:
+        check_features_match(data.features_dir, split_name, split.image_ids, image.feature_dim, image.background)
     return load_split_features(data, split_name, split.num_images, image.feature_dim)
 
 
@@ -197,11 +206,15 @@ def training_images(
     if config.image.backbone == "features":
         features = split_features(split, "train", config.data, config.image)
         return tf.data.Dataset.from_tensor_slices((features, (captions, image_ids)))
-    size = config.image.image_size
+    size, background, max_pixels = config.image.image_size, config.image.background, config.data.max_image_pixels
     positions = tf.range(split.num_images, dtype=tf.int64)
     elements = tf.data.Dataset.from_tensor_slices((list(split.image_refs), positions, (captions, image_ids)))
     decoded = elements.map(
-        lambda path, position, rest: (decode_and_resize(tf.io.read_file(path), size), position, rest),
+        lambda path, position, rest: (
+            decode_and_resize(tf.io.read_file(path), size, background, max_pixels),
+            position,
+            rest,
+        ),
         num_parallel_calls=AUTOTUNE,
         deterministic=config.data.deterministic,
     ).ignore_errors()

@@ -7,11 +7,15 @@
   :func:`vse_tf.data.records.group_by_image` gives (the order ``load_split_features``
   expects when training with ``image.backbone="features"`` and ``data.features_dir``);
 - ``{split}_caps.txt``: every caption of the split, one a line, image by image;
-- ``features.json``: backbone, weights, feature width, counts per split, and the images
-  that could not be decoded (their rows are the features of a blank white image).
+- ``features.json``: the record of what made them (:mod:`vse_tf.image.feature_record`:
+  backbone, weights file and SHA-256, image size, background, preprocessing), counts and
+  image ids per split, the images that could not be decoded (their rows are the features
+  of a blank image of the background colour), and warnings for degenerate features.
 
-Training on these runs at feature speed: the backbone is never run again. Transparent
-pixels (clip art) are composited onto white before resizing, as a viewer shows them.
+Pictures are read with the one image reader (:func:`vse_tf.data.images.read_image`), as
+training and the exported tower read them: transparent pixels (clip art) are composited
+onto ``background`` (white by default). Training on these runs at feature speed: the
+backbone is never run again; export puts it back in front of the trained projection.
 """
 
 from __future__ import annotations
@@ -26,21 +30,29 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
 from vse_tf.config import IMAGE_BACKBONES, DataConfig, ExperimentConfig, ImageTowerConfig
 from vse_tf.data.datasets import read_records
 from vse_tf.data.image_facts import MAX_IMAGE_PIXELS
+from vse_tf.data.images import WHITE, error_message, read_image
 from vse_tf.data.records import CaptionRecord, RetrievalSplit, group_by_image
 from vse_tf.data.skips import SkipLog
 from vse_tf.data.splits import load_splits
 from vse_tf.files import atomic_path, write_text_atomic
+from vse_tf.image.feature_record import (
+    BACKBONE_WEIGHTS_FILE,
+    CLASSIFIER_WEIGHTS,
+    EXTRACTOR_WEIGHTS,
+    PREPROCESSING,
+    RECORD_FILE,
+    degenerate_features_warning,
+    sha256_file,
+)
 from vse_tf.image.towers import build_image_tower
 from vse_tf.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
-MANIFEST = "features.json"
-# Refuse images larger than this, as the exported image tower does (decompression bombs).
+MANIFEST = RECORD_FILE
 # Native input side of each backbone (small_cnn: the demo's).
 DEFAULT_IMAGE_SIZE = {"efficientnet_lite0": 224, "vgg19": 224, "small_cnn": 64}
 
@@ -66,57 +78,56 @@ def build_feature_extractor(backbone: str, weights: str = "", image_size: int | 
     return keras.Model(tower.input, tower.get_layer("projection").input, name=f"{backbone}_features")
 
 
-def load_on_white(path: str, image_size: int, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, str]:
-    """``uint8 [S, S, 3]`` RGB with transparency composited onto white, and an error
-    message (empty when the image decoded; a blank white image otherwise).
+def picture_reader(image_size: int, background: Sequence[int] = WHITE, max_pixels: int = MAX_IMAGE_PIXELS):
+    """``load(path) -> (uint8 [S, S, 3], error)``: the one image reader on a file; on failure
+    a blank image of the background colour and the error message (empty when it decoded)."""
+    background = tuple(background)
+    read = tf.function(
+        lambda encoded: read_image(encoded, image_size, background, max_pixels),
+        input_signature=[tf.TensorSpec([], tf.string)],
+    )
+    blank = np.empty((image_size, image_size, 3), np.uint8)
+    blank[...] = background
 
-    Images more than four times the target side are first shrunk by PIL's fast box
-    reduction, so a large drawing costs little more than its decoding.
-    """
-    blank = np.full((image_size, image_size, 3), 255, np.uint8)
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > max_pixels:
-                return blank, f"too large: {image.width}x{image.height} pixels, the limit is {max_pixels:,}"
-            image.draft("RGB", (4 * image_size, 4 * image_size))  # JPEG: decode at a reduced scale
-            image.load()
-            rgba = image.convert("RGBA")
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        return blank, f"{type(error).__name__}: {error}"
-    if max(rgba.size) > 4 * image_size:
-        rgba.thumbnail((4 * image_size, 4 * image_size), Image.Resampling.BOX)
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    pixels = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    resized = tf.image.resize(pixels, [image_size, image_size], antialias=True)
-    return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8), ""
+    def load(path: str) -> tuple[np.ndarray, str]:
+        try:
+            return read(tf.io.read_file(path)).numpy(), ""
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+            return blank.copy(), f"{type(error).__name__}: {error_message(error)}"
+
+    return load
 
 
 def extract_features(
-    image_paths: Sequence[str], extractor: keras.Model, batch_size: int = 64, progress: bool = False
+    image_paths: Sequence[str],
+    extractor: keras.Model,
+    batch_size: int = 64,
+    progress: bool = False,
+    background: Sequence[int] = WHITE,
 ) -> SplitFeatures:
-    """Runs ``extractor`` over images (decoded with :func:`load_on_white`).
+    """Runs ``extractor`` over images (read with :func:`picture_reader`).
 
     Returns:
         ``float32 [len(image_paths), F]`` and ``{path: error}`` for images that failed.
     """
-    image_size = int(extractor.input.shape[1])
+    load = picture_reader(int(extractor.input.shape[1]), background)
     failed: dict[str, str] = {}
     run = tf.function(lambda pixels: extractor(pixels, training=False), reduce_retracing=True)
     batches = []
     with progress_bar(len(image_paths), "extracting features", "images", progress) as update:
         for start in range(0, len(image_paths), batch_size):
-            batches.append(_extract_batch(run, image_paths[start : start + batch_size], image_size, failed))
+            batches.append(_extract_batch(run, image_paths[start : start + batch_size], load, failed))
             update(min(start + batch_size, len(image_paths)))
     width = int(extractor.output.shape[-1])
     features = np.concatenate(batches) if batches else np.zeros((0, width), np.float32)
     return SplitFeatures(features.astype(np.float32), failed)
 
 
-def _extract_batch(run, paths: Sequence[str], image_size: int, failed: dict[str, str]) -> np.ndarray:
+def _extract_batch(run, paths: Sequence[str], load, failed: dict[str, str]) -> np.ndarray:
     """``float32 [len(paths), F]`` for one batch; records decode failures in ``failed``."""
     pixels = []
     for path in paths:
-        image, error = load_on_white(path, image_size)
+        image, error = load(path)
         if error:
             failed[path] = error
         pixels.append(image)
@@ -189,6 +200,7 @@ def write_precomp_features(
     batch_size: int = 64,
     splits: Sequence[str] = SPLITS,
     progress: bool = False,
+    background: Sequence[int] = WHITE,
 ) -> dict:
     """:func:`write_split_features` for caption records, grouped by image per split."""
     grouped = {}
@@ -196,7 +208,7 @@ def write_precomp_features(
         split_records = [record for record in records if record.split == name]
         if split_records:
             grouped[name] = group_by_image(split_records)
-    return write_split_features(grouped, out_dir, backbone, weights, image_size, batch_size, progress)
+    return write_split_features(grouped, out_dir, backbone, weights, image_size, batch_size, progress, background)
 
 
 def write_split_features(
@@ -207,34 +219,58 @@ def write_split_features(
     image_size: int | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    background: Sequence[int] = WHITE,
 ) -> dict:
     """Writes ``{split}_ims.npy``, ``{split}_caps.txt`` and ``features.json`` (see the module doc).
 
     Returns:
-        The manifest written to ``features.json``.
+        The record written to ``features.json``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     extractor = build_feature_extractor(backbone, weights, image_size)
     manifest = {
         "backbone": backbone,
-        "weights": str(weights),
+        **_weights_record(extractor, out_dir, backbone, weights),
         "image_size": int(extractor.input.shape[1]),
         "feature_dim": int(extractor.output.shape[-1]),
+        "background": [int(value) for value in background],
+        "preprocessing": PREPROCESSING,
         "splits": {},
+        "warnings": [],
     }
     for split_name, split in splits.items():
         if progress:
             print(f"{split_name}: {split.num_images} images", file=sys.stderr)
-        result = extract_features(list(split.image_refs), extractor, batch_size, progress)
+        result = extract_features(list(split.image_refs), extractor, batch_size, progress, background)
         _write_split(out_dir, split_name, split, result.features)
         manifest["splits"][split_name] = {
             "images": split.num_images,
             "captions": split.num_captions,
             "failed": result.failed,
+            "image_ids": [int(value) for value in split.image_ids],
         }
+        warning = degenerate_features_warning(result.features, split_name)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+            manifest["warnings"].append(warning)
     write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _weights_record(extractor: keras.Model, out_dir: Path, backbone: str, weights: str) -> dict:
+    """Where the backbone's weights are, with their SHA-256: the given classifier file, or
+    (none given: random initial weights) the extractor's weights saved in ``out_dir``."""
+    if weights and backbone != "small_cnn":
+        path = Path(weights).resolve()
+        return {"weights": str(path), "weights_sha256": sha256_file(path), "weights_kind": CLASSIFIER_WEIGHTS}
+    with atomic_path(out_dir / BACKBONE_WEIGHTS_FILE) as temporary:
+        extractor.save_weights(str(temporary))
+    return {
+        "weights": BACKBONE_WEIGHTS_FILE,
+        "weights_sha256": sha256_file(out_dir / BACKBONE_WEIGHTS_FILE),
+        "weights_kind": EXTRACTOR_WEIGHTS,
+    }
 
 
 def _write_split(out_dir: Path, split_name: str, split: RetrievalSplit, features: np.ndarray) -> None:

@@ -1,71 +1,81 @@
-"""In-graph image decoding for serving: format by magic bytes, declared size checked before decoding."""
+"""In-graph image decoding for serving: the one image reader behind a request's size checks.
+
+Every image's header is read first (for a GIF, every frame's descriptor), and the batch is
+refused before anything is decoded when one image declares a raster over ``max_pixels``
+or the batch's images together declare more than ``max_batch_pixels``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tensorflow as tf
 
-from vse_tf.data.image_facts import FORMAT_MAGICS
-from vse_tf.data.pipeline import decode_and_resize
+from vse_tf.data.image_facts import MAX_BATCH_PIXELS, MAX_IMAGE_PIXELS
+from vse_tf.data.images import WHITE, declared_pixels, decode_rgb, format_code, read_image, resize_pixels
 
 
-def decode_for_serving(encoded: tf.Tensor, image_size: int, max_pixels: int) -> tf.Tensor:
-    """Checks the format and the declared size from the header, then decodes and resizes.
+def decode_for_serving(
+    encoded: tf.Tensor, image_size: int, max_pixels: int = MAX_IMAGE_PIXELS, background: Sequence[int] = WHITE
+) -> tf.Tensor:
+    """One image: ``tf.string []`` -> ``uint8 [S, S, 3]`` (see :func:`vse_tf.data.images.read_image`).
 
     Raises InvalidArgument (at run time) for bytes that are not JPEG/PNG/GIF/BMP, and for
     images whose header declares more than ``max_pixels`` pixels, before decoding them.
     """
-    height, width = _declared_size(encoded)
-    known = tf.not_equal(_prefix_format(encoded), 0)
-    checks = [
-        tf.debugging.Assert(known, ["vse_tf: not a JPEG, PNG, GIF or BMP image"]),
-        tf.debugging.Assert(
-            height * width <= max_pixels,
-            ["vse_tf: image too large:", height, "x", width, "pixels; the limit is", max_pixels],
-        ),
-    ]
-    with tf.control_dependencies(checks):
-        return decode_and_resize(tf.identity(encoded), image_size)
+    return read_image(encoded, image_size, background, max_pixels)
 
 
-def _prefix_format(encoded: tf.Tensor) -> tf.Tensor:
-    """1 JPEG, 2 PNG, 3 GIF, 4 BMP, 0 unknown, from the magic bytes."""
+def decode_batch_for_serving(
+    images: tf.Tensor,
+    image_size: int,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_batch_pixels: int = MAX_BATCH_PIXELS,
+    background: Sequence[int] = WHITE,
+) -> tf.Tensor:
+    """A request: ``tf.string [N]`` -> ``uint8 [N, S, S, 3]`` (``N`` may be 0).
 
-    def starts_with(magic: bytes) -> tf.Tensor:
-        return tf.equal(tf.strings.substr(encoded, 0, len(magic), unit="BYTE"), magic)
-
-    code = tf.constant(0)
-    for value, magics in reversed(list(enumerate(FORMAT_MAGICS.values(), start=1))):
-        matches = tf.reduce_any(tf.stack([starts_with(magic) for magic in magics], axis=0), axis=0)
-        code = tf.where(matches, value, code)
-    return code
-
-
-def _declared_size(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """(height, width) as int64 read from the header; (0, 0) when it cannot be read."""
-    length = tf.strings.length(encoded, unit="BYTE")
-    kind = _prefix_format(encoded)
-
-    def integer(offset: int, dtype: tf.DType, little_endian: bool) -> tf.Tensor:
-        raw = tf.strings.substr(encoded, offset, dtype.size, unit="BYTE")
-        # Cast before abs: abs has no uint16 kernel; BMP stores negative heights for top-down rows.
-        return tf.abs(tf.cast(tf.io.decode_raw(raw, dtype, little_endian=little_endian)[0], tf.int64))
-
-    def jpeg():
-        shape = tf.cast(tf.image.extract_jpeg_shape(encoded), tf.int64)
-        return shape[0], shape[1]
-
-    def png():
-        return integer(20, tf.int32, False), integer(16, tf.int32, False)
-
-    def gif():
-        return integer(8, tf.uint16, True), integer(6, tf.uint16, True)
-
-    def bmp():
-        return integer(22, tf.int32, True), integer(18, tf.int32, True)
-
-    def unknown():
-        return tf.constant(0, tf.int64), tf.constant(0, tf.int64)
-
-    # A header too short to hold the size falls through to the decoder, which rejects it.
-    readable = tf.logical_or(length >= 26, tf.equal(kind, 1))
-    return tf.switch_case(tf.where(readable, kind, 0), branch_fns=[unknown, jpeg, png, gif, bmp])
+    Raises InvalidArgument (at run time) before any image is decoded when the images'
+    headers declare more than ``max_batch_pixels`` in all (a GIF counts its screen and
+    every frame), and for each image as :func:`decode_for_serving` does.
+    """
+    kinds, largest, totals = tf.map_fn(
+        lambda encoded: (format_code(encoded), *declared_pixels(encoded)),
+        images,
+        fn_output_signature=(tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)),
+    )
+    unknown = tf.argmin(tf.concat([kinds, [1]], axis=0))
+    format_check = tf.debugging.Assert(
+        tf.reduce_all(kinds > 0), ["vse_tf: image", unknown, "of the batch is not a JPEG, PNG, GIF or BMP image"]
+    )
+    first = tf.argmax(tf.concat([largest, [0]], axis=0))  # the largest raster, and where it is
+    image_check = tf.debugging.Assert(
+        tf.reduce_all(largest <= max_pixels),
+        [
+            "vse_tf: image too large: image",
+            first,
+            "of the batch declares a raster of",
+            tf.reduce_max(largest),
+            "pixels; the limit is",
+            max_pixels,
+        ],
+    )
+    batch_total = tf.reduce_sum(totals)
+    with tf.control_dependencies([format_check, image_check]):  # the per-image messages come first
+        batch_check = tf.debugging.Assert(
+            batch_total <= max_batch_pixels,
+            [
+                "vse_tf: batch too large: its images declare",
+                batch_total,
+                "pixels in all; the limit is",
+                max_batch_pixels,
+            ],
+        )
+    with tf.control_dependencies([format_check, image_check, batch_check]):
+        images = tf.identity(images)
+    # Headers checked above: each image is decoded without reading them again.
+    return tf.map_fn(
+        lambda encoded: resize_pixels(decode_rgb(encoded, background), image_size),
+        images,
+        fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8),
+    )

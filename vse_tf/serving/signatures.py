@@ -10,8 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from vse_tf.config import ExperimentConfig
-from vse_tf.data.image_facts import MAX_IMAGE_PIXELS
-from vse_tf.serving.decoding import decode_for_serving
+from vse_tf.data.image_facts import MAX_BATCH_PIXELS, MAX_IMAGE_PIXELS
+from vse_tf.serving.decoding import decode_batch_for_serving
 from vse_tf.text.tokenizer import SentenceTokenizer
 from vse_tf.text.wordpiece import WordPieceTokenizer
 
@@ -70,58 +70,112 @@ def _text_description(tokenizer: SentenceTokenizer | WordPieceTokenizer) -> str:
 
 
 def image_serving_model(
-    image_encoder: keras.Model, config: ExperimentConfig, max_image_pixels: int = MAX_IMAGE_PIXELS
+    image_encoder: keras.Model,
+    config: ExperimentConfig,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    max_batch_pixels: int = MAX_BATCH_PIXELS,
+    feature_backbone: keras.Model | None = None,
+    background: tuple[int, ...] | None = None,
 ) -> ServingModel:
-    """Encoded images (and float pixels) -> unit embeddings; features for that backbone."""
-    if config.image.backbone == "features":
-        dim = config.image.feature_dim
+    """Encoded images (and float pixels) -> unit embeddings.
 
-        @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32, name="features")])
-        def serve_features(features):
-            return {"embeddings": image_encoder(features, training=False)}
+    For a run trained on precomputed features (``image.backbone == "features"``),
+    ``feature_backbone`` is the network that made them (``float32 [B, S, S, 3]`` ->
+    ``[B, F]``): it goes in front of the trained tower, so the export takes image bytes
+    like any other, and a ``features`` signature keeps the trained tower alone. Without it
+    the export takes only features. ``background`` overrides ``image.background`` (the
+    features' own record says which one made them).
+    """
+    background = tuple(config.image.background if background is None else background)
+    if config.image.backbone != "features":
+        return _pixel_serving_model(
+            image_encoder, config.image.image_size, max_image_pixels, max_batch_pixels, background, {}
+        )
+    dim = config.image.feature_dim
 
+    @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32, name="features")])
+    def serve_features(features):
+        return {"embeddings": _encode(image_encoder, features)}
+
+    features_warmup = {"features": np.zeros((1, dim), np.float32)}
+    if feature_backbone is None:
         return ServingModel(
             name=IMAGE_ENCODER_NAME,
             tracked=(image_encoder,),
             signatures={"serving_default": serve_features},
-            warmup_inputs={"serving_default": {"features": np.zeros((1, dim), np.float32)}},
+            warmup_inputs={"serving_default": features_warmup},
             limits={"feature_dim": dim},
             description=f"Precomputed {dim}-d image features in, unit embeddings out.",
         )
-    size = config.image.image_size
+    size = int(feature_backbone.input.shape[1])
+    pixels = keras.Input(shape=(size, size, 3), name="pixels")
+    composed = keras.Model(pixels, image_encoder(feature_backbone(pixels)), name="image_encoder_with_backbone")
+    extra = {
+        "features": (serve_features, features_warmup, f"or its backbone's {dim}-d features (signature `features`)")
+    }
+    return _pixel_serving_model(composed, size, max_image_pixels, max_batch_pixels, background, extra)
+
+
+def _pixel_serving_model(
+    image_encoder: keras.Model,
+    size: int,
+    max_image_pixels: int,
+    max_batch_pixels: int,
+    background: tuple[int, ...],
+    extra: dict[str, tuple[Callable, dict[str, np.ndarray], str]],
+) -> ServingModel:
+    """``serving_default`` (encoded bytes) and ``pixels`` signatures of a pixels-in tower, plus ``extra``."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_images(images):
-        pixels = tf.map_fn(
-            lambda encoded: decode_for_serving(encoded, size, max_image_pixels),
-            images,
-            fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8),
-        )
-        return {"embeddings": image_encoder(tf.cast(pixels, tf.float32), training=False)}
+        pixels = decode_batch_for_serving(images, size, max_image_pixels, max_batch_pixels, background)
+        return {"embeddings": _encode(image_encoder, tf.cast(pixels, tf.float32))}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="pixels")])
     def serve_pixels(pixels):
+        finite = tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(pixels)),
+            ["vse_tf: pixels must be finite RGB values in 0..255; the request holds NaN or Inf"],
+        )
+        with tf.control_dependencies([finite]):
+            pixels = tf.identity(pixels)
         already_sized = tf.reduce_all(tf.equal(tf.shape(pixels)[1:3], size))
         resized = tf.cond(
             already_sized,
             lambda: tf.ensure_shape(pixels, [None, size, size, 3]),
             lambda: tf.image.resize(pixels, [size, size], antialias=True),
         )
-        return {"embeddings": image_encoder(tf.clip_by_value(tf.round(resized), 0.0, 255.0), training=False)}
+        return {"embeddings": _encode(image_encoder, tf.clip_by_value(tf.round(resized), 0.0, 255.0))}
 
     sample = tf.io.encode_jpeg(tf.fill([size, size, 3], tf.constant(128, tf.uint8))).numpy()
+    signatures = {"serving_default": serve_images, "pixels": serve_pixels}
+    warmup = {
+        "serving_default": {"images": np.array([sample], dtype=object)},
+        "pixels": {"pixels": np.full((1, size, size, 3), 128.0, np.float32)},
+    }
+    also = ""
+    for name, (function, inputs, description) in extra.items():
+        signatures[name], warmup[name], also = function, inputs, f" {description}"
     return ServingModel(
         name=IMAGE_ENCODER_NAME,
         tracked=(image_encoder,),
-        signatures={"serving_default": serve_images, "pixels": serve_pixels},
-        warmup_inputs={
-            "serving_default": {"images": np.array([sample], dtype=object)},
-            "pixels": {"pixels": np.full((1, size, size, 3), 128.0, np.float32)},
-        },
-        limits={"image_size": size, "max_image_pixels": max_image_pixels},
+        signatures=signatures,
+        warmup_inputs=warmup,
+        limits={"image_size": size, "max_image_pixels": max_image_pixels, "max_batch_pixels": max_batch_pixels},
         description=(
-            f"Encoded JPEG/PNG/GIF/BMP bytes (any size up to {max_image_pixels} pixels; grayscale and alpha "
-            f"become RGB) or float RGB pixels 0..255 of any size, resized to {size}x{size}; unit embeddings out. "
-            "Other bytes give InvalidArgument."
+            f"Encoded JPEG/PNG/GIF/BMP bytes (any size up to {max_image_pixels} pixels in one raster, "
+            f"{max_batch_pixels} in a request; grayscale becomes RGB, transparency is composited onto RGB "
+            f"{background}) or float RGB pixels 0..255 of any size, resized to {size}x{size}{also}; unit "
+            "embeddings out. Other bytes, and NaN or Inf pixels, give InvalidArgument."
         ),
+    )
+
+
+def _encode(encoder: keras.Model, inputs: tf.Tensor) -> tf.Tensor:
+    """``encoder(inputs)``, and ``float32 [0, D]`` for an empty batch (batch norm on zero rows fails)."""
+    width = int(encoder.output.shape[-1])
+    return tf.cond(
+        tf.shape(inputs)[0] > 0,
+        lambda: tf.cast(encoder(inputs, training=False), tf.float32),
+        lambda: tf.zeros([0, width], tf.float32),
     )

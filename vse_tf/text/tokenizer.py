@@ -28,7 +28,9 @@ _CHARACTER_SCRIPTS = r"([\p{Han}\p{Hiragana}\p{Katakana}])"
 def standardize(sentences: tf.Tensor) -> tf.Tensor:
     """Lower-cases (Unicode-aware), turns punctuation into spaces, spaces out CJK characters.
 
-    Invalid UTF-8 bytes are replaced rather than failing the batch.
+    Invalid UTF-8 bytes are replaced rather than failing the batch; a NUL byte is a word
+    break (a space), in training and serving alike (the UTF-8 transcoder would otherwise
+    end the sentence there).
 
     Args:
         sentences: ``tf.string [...]``.
@@ -36,7 +38,8 @@ def standardize(sentences: tf.Tensor) -> tf.Tensor:
     Returns:
         ``tf.string`` of the same shape.
     """
-    valid = tf.strings.unicode_transcode(sentences, input_encoding="UTF-8", output_encoding="UTF-8", errors="replace")
+    spaced = tf.strings.regex_replace(sentences, r"\x00", " ")
+    valid = tf.strings.unicode_transcode(spaced, input_encoding="UTF-8", output_encoding="UTF-8", errors="replace")
     lowered = tf.strings.lower(valid, encoding="utf-8")
     unpunctuated = tf.strings.regex_replace(lowered, _PUNCTUATION, " ")
     return tf.strings.regex_replace(unpunctuated, _CHARACTER_SCRIPTS, r" \1 ")
