@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vse_tf.evaluation.encode import PROTOCOL_FOLDS, encode_split, evaluate_encoded
+from train.flags import add_verbose_flag, run_command
 from vse_tf.evaluation.metrics import retrieval_ranks
 from vse_tf.evaluation.reports import format_map_table, format_recall_table, plot_recall_curves, recall_curves
-from vse_tf.training.run import restore_run, save_metrics
 
 
 def metrics_file_name(split: str, protocol: str) -> str:
@@ -25,20 +24,25 @@ def metrics_file_name(split: str, protocol: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_evaluate, argv)
+
+
+def _evaluate(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    from vse_tf.evaluation.encode import PROTOCOL_FOLDS, encode_split, evaluate_encoded
+    from vse_tf.training.run import restore_run, save_metrics
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="training run directory (holds config.json)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--protocol", default="full", choices=sorted(PROTOCOL_FOLDS))
     parser.add_argument("--map_at", type=int, default=None, help="also report MAP@R for this R")
     parser.add_argument("--no_plot", action="store_true", help="skip the R@K curve PNG")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        run = restore_run(args.run)
-        encoded = encode_split(run, args.split)
-        metrics = evaluate_encoded(encoded, args.protocol, args.map_at, progress=True)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    run = restore_run(args.run)
+    encoded = encode_split(run, args.split)
+    metrics = evaluate_encoded(encoded, args.protocol, args.map_at, progress=True)
     print(format_recall_table(metrics, title=f"{args.run}: {args.split} split, protocol {args.protocol}"))
     if "i2t_map" in metrics:
         print(format_map_table(metrics, args.map_at))

@@ -6,6 +6,7 @@ Plain Python (readers + Pillow screening); the tf.data side is :mod:`vse_tf.data
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from vse_tf.config import ExperimentConfig
 from vse_tf.data.datasets import read_records, select_splits
@@ -36,6 +37,7 @@ def load_splits(
             f"data.format='precomp' holds features, not images: it needs image.backbone='features', "
             f"got {config.image.backbone!r}"
         )
+    check_features_dir(config, names)
     reading = SkipLog()
     records = read_records(config.data, reading)
     skips.merge(reading)
@@ -49,6 +51,28 @@ def load_splits(
         if split_skips is not None:
             split_skips[name] = screening
     return splits
+
+
+def check_features_dir(config: ExperimentConfig, names: Sequence[str]) -> None:
+    """For the ``features`` backbone with a ``data.features_dir`` (outside the ``precomp``
+    format, whose records name their rows): the folder must hold ``<split>_ims.npy`` for
+    every split named, checked before anything is read.
+
+    Raises:
+        FileNotFoundError: a split's file is missing (the message names the folder, the
+            file, and the ``*_ims.npy`` files it does hold).
+    """
+    folder = config.data.features_dir
+    if config.image.backbone != "features" or config.data.format == "precomp" or not folder:
+        return
+    for name in names:
+        path = Path(folder) / f"{name}_ims.npy"
+        if not path.is_file():
+            present = sorted(item.name for item in Path(folder).glob("*_ims.npy")) if Path(folder).is_dir() else []
+            found = f"it holds {present}" if present else "it holds no *_ims.npy"
+            raise FileNotFoundError(
+                f"data.features_dir={folder!r}: no {path.name} ({found}; python -m train.features writes them)"
+            )
 
 
 def _screened_split(
