@@ -232,6 +232,8 @@ class TextTowerConfig:
         at_least("text.vocabulary_from_word_vectors", self.vocabulary_from_word_vectors, -1, " (-1: all)")
         if self.vocabulary_from_word_vectors and not self.word_vectors:
             raise ValueError("text.vocabulary_from_word_vectors needs text.word_vectors (the file its words come from)")
+        if self.vocabulary_from_word_vectors and self.encoder != "gru":
+            raise ValueError(f"text.vocabulary_from_word_vectors works with text.encoder='gru', got {self.encoder!r}")
         if self.graph_neighbours < 1 or not self.graph_channels or min(self.graph_channels) < 1:
             raise ValueError(
                 f"text.graph_neighbours ({self.graph_neighbours}) and text.graph_channels "

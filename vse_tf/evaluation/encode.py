@@ -19,6 +19,7 @@ from vse_tf.data.records import RetrievalSplit
 from vse_tf.data.skips import SkipLog
 from vse_tf.data.splits import load_split
 from vse_tf.evaluation.metrics import evaluate_map, evaluate_retrieval
+from vse_tf.text.tokenizer import SentenceTokenizer, text_coverage
 from vse_tf.training.run import Run
 
 
@@ -38,13 +39,16 @@ def encode_split(run: Run, split: str = "test", skips: SkipLog | None = None) ->
     """Runs both towers over a split; each distinct image is encoded once.
 
     Images TensorFlow cannot decode are left out with their captions and counted in
-    ``skips`` (``decode_failed``, by file); without ``skips`` one line says so.
+    ``skips`` (``decode_failed``, by file); without ``skips`` one line says so. One line
+    says how many of the captions' words the vocabulary holds (the rest read as ``[UNK]``).
     """
     data = load_split(run.config, split)
     log = SkipLog() if skips is None else skips
     image_embeddings, data = encode_images(run.model.image_encoder, data, split, run.config, log)
     if skips is None and log.skipped:
         print(log.summary(f"{split} split, decoding"), flush=True)
+    if isinstance(run.tokenizer, SentenceTokenizer):  # WordPiece has no out-of-vocabulary words to count
+        print(text_coverage(run.tokenizer.vocabulary, data.captions).describe(f"{split} text"), flush=True)
     caption_embeddings = run.model.text_encoder.predict(eval_caption_batches(data, run.tokenizer), verbose=0)
     return EncodedSplit(data, image_embeddings, caption_embeddings)
 
