@@ -104,3 +104,14 @@ def test_a_fifo_and_a_folder_are_counted_and_never_opened(tmp_path):
     assert [record.image_ref for record in kept] == [good]
     assert dict(skips.skipped) == {"not_a_regular_file": 2}
     assert sorted(skips.examples["not_a_regular_file"]) == [f"{tmp_path / 'dir.jpg'}: a directory", f"{fifo}: a FIFO"]
+
+
+def test_an_svg_is_skipped_with_the_reason(tmp_path):
+    svg = (
+        b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4">'
+        b'<rect width="4" height="4"/></svg>\n'
+    )
+    assert not tf_decodes(svg)  # the reference: the pipeline's decoder refuses SVG
+    check = check_image(write(tmp_path, "drawing.svg", svg))
+    assert check.problem == "svg: no rasteriser installed"
+    assert check_image(write(tmp_path, "page.jpg", b"<html><body>not svg</body></html>")).problem == "not_an_image"

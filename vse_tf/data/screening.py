@@ -18,6 +18,8 @@ reason                   meaning
 ``unreadable_file``      the file exists but cannot be read (permissions, I/O error)
 ``empty_file``           zero bytes
 ``not_an_image``         not JPEG/PNG/GIF/BMP by its first bytes (e.g. text named .jpg)
+``svg: no rasteriser...``  an SVG document: TensorFlow cannot decode it (the reason says
+                         whether cairosvg or resvg-py is installed)
 ``unreadable_header``    the header does not parse
 ``too_large``            the header declares more than ``max_image_pixels`` pixels
 ``truncated``            the data ends early: no end marker, fewer pixel bytes than the
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import io
 import os
 import stat
@@ -143,6 +146,8 @@ def check_image_bytes(data: bytes, max_image_pixels: int = MAX_IMAGE_PIXELS) -> 
     if not data:
         return ImageCheck("empty_file")
     kind = image_format(data[:16])
+    if kind is None and is_svg(data):
+        return ImageCheck(_svg_reason(), detail="TensorFlow decodes JPEG/PNG/GIF/BMP only")
     if kind is None:
         return ImageCheck("not_an_image", detail=f"starts with {data[:8]!r}")
     tail = data[-4096:]
@@ -255,6 +260,19 @@ def _quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         yield
+
+
+def is_svg(data: bytes) -> bool:
+    """Whether ``data`` is an SVG document (XML whose first kilobyte opens an ``<svg`` element)."""
+    start = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n")
+    return start.startswith((b"<?xml", b"<svg", b"<!DOCTYPE svg", b"<!--")) and b"<svg" in data[:4096]
+
+
+def _svg_reason() -> str:
+    """SVGs are not rasterised by the pipeline; the reason says whether a rasteriser is even there."""
+    if any(importlib.util.find_spec(name) for name in ("cairosvg", "resvg_py")):
+        return "svg: not rasterised by the pipeline"
+    return "svg: no rasteriser installed"
 
 
 def _has_end_marker(image_format: str, tail: bytes) -> bool:
