@@ -14,14 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+from train.flags import add_verbose_flag, run_command
 from vse_tf.config import DataConfig, ExperimentConfig, ImageTowerConfig, LossConfig, TextTowerConfig, TrainConfig
 from vse_tf.data.synthetic.shapes import ShapesConfig, generate_shapes_dataset
-from vse_tf.evaluation.encode import evaluate_run
 from vse_tf.evaluation.reports import format_map_table, format_recall_table
 from vse_tf.files import write_json_atomic
-from vse_tf.serving.export import export_run
-from vse_tf.training.run import save_metrics
-from vse_tf.training.trainer import train
 
 
 def demo_config(data_dir: str, run_dir: str, epochs: int, image_size: int = 64) -> ExperimentConfig:
@@ -51,6 +48,16 @@ def demo_config(data_dir: str, run_dir: str, epochs: int, image_size: int = 64) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_demo, argv)
+
+
+def _demo(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    from vse_tf.evaluation.encode import evaluate_run
+    from vse_tf.serving.export import export_run
+    from vse_tf.training.run import save_metrics
+    from vse_tf.training.trainer import train
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", default="data/shapes")
     parser.add_argument("--run_dir", default="runs/demo")
@@ -59,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train_images", type=int, default=6000)
     parser.add_argument("--val_images", type=int, default=1000)
     parser.add_argument("--test_images", type=int, default=1000)
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     started = time.perf_counter()
 

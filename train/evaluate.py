@@ -16,19 +16,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vse_tf.evaluation.encode import PROTOCOL_FOLDS, EncodedSplit, encode_split, evaluate_encoded
-from vse_tf.evaluation.metrics import evaluate_retrieval, retrieval_ranks
+from train.flags import add_verbose_flag, run_command
 from vse_tf.evaluation.querybank import DEFAULT_BETA, NORMALISATIONS
 from vse_tf.evaluation.reports import format_map_table, format_recall_table, plot_recall_curves, recall_curves
-from vse_tf.training.run import restore_run, save_metrics
 
 
 def metrics_file_name(split: str, protocol: str) -> str:
     return "metrics.json" if (split, protocol) == ("test", "full") else f"metrics_{split}_{protocol}.json"
 
 
-def querybank_metrics(run, encoded: EncodedSplit, protocol: str, beta: float) -> dict[str, float]:
+def querybank_metrics(run, encoded, protocol: str, beta: float) -> dict[str, float]:
     """Recall@K with querybank normalisation, the training split's images and captions as banks, keys ``qb_*``."""
+    from vse_tf.evaluation.encode import PROTOCOL_FOLDS, encode_split
+    from vse_tf.evaluation.metrics import evaluate_retrieval
+
     bank = encode_split(run, "train")
     metrics = evaluate_retrieval(
         encoded.image_embeddings,
@@ -44,6 +45,15 @@ def querybank_metrics(run, encoded: EncodedSplit, protocol: str, beta: float) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_evaluate, argv)
+
+
+def _evaluate(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    from vse_tf.evaluation.encode import PROTOCOL_FOLDS, encode_split, evaluate_encoded
+    from vse_tf.evaluation.metrics import retrieval_ranks
+    from vse_tf.training.run import restore_run, save_metrics
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="training run directory (holds config.json)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
@@ -54,16 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         "--normalise", default="none", choices=NORMALISATIONS, help="qb: also querybank-normalised Recall@K"
     )
     parser.add_argument("--qb_beta", type=float, default=DEFAULT_BETA, help="inverse temperature of qb")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        run = restore_run(args.run)
-        encoded = encode_split(run, args.split)
-        metrics = evaluate_encoded(encoded, args.protocol, args.map_at, progress=True)
-        if args.normalise == "qb":
-            metrics.update(querybank_metrics(run, encoded, args.protocol, args.qb_beta))
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    run = restore_run(args.run)
+    encoded = encode_split(run, args.split)
+    metrics = evaluate_encoded(encoded, args.protocol, args.map_at, progress=True)
+    if args.normalise == "qb":
+        metrics.update(querybank_metrics(run, encoded, args.protocol, args.qb_beta))
     print(format_recall_table(metrics, title=f"{args.run}: {args.split} split, protocol {args.protocol}"))
     if args.normalise == "qb":
         normalised = {key[3:]: value for key, value in metrics.items() if key.startswith("qb_")}

@@ -15,22 +15,30 @@ import json
 import sys
 from pathlib import Path
 
-import tensorflow as tf
-
-from vse_tf.data.pipeline import decode_and_resize
+from train.flags import add_verbose_flag, run_command
 from vse_tf.data.readers.folders import read_class_folders
 from vse_tf.data.splits import load_split
 from vse_tf.evaluation.annotation import annotation_report, export_class_folders
 from vse_tf.files import write_text_atomic
-from vse_tf.training.run import restore_run
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_annotate, argv)
+
+
+def _annotate(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    import tensorflow as tf
+
+    from vse_tf.data.pipeline import decode_and_resize
+    from vse_tf.training.run import restore_run
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", required=True, help="root of class folders")
     parser.add_argument("--run", required=True)
     parser.add_argument("--descriptions", help="class<TAB>text lines (default: the folder names)")
     parser.add_argument("--from_split", help="first link this split's images into --images by category")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     run = restore_run(args.run)
     if args.from_split:

@@ -13,9 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from vse_tf.evaluation.arithmetic import attribute_swap_rate, query
-from vse_tf.evaluation.encode import encode_split
-from vse_tf.training.run import restore_run, save_metrics
+from train.flags import add_verbose_flag, run_command
 
 
 def split_descriptions(json_path: Path, split: str) -> list[str]:
@@ -28,6 +26,15 @@ def split_descriptions(json_path: Path, split: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_arithmetic, argv)
+
+
+def _arithmetic(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    from vse_tf.evaluation.arithmetic import attribute_swap_rate, query
+    from vse_tf.evaluation.encode import encode_split
+    from vse_tf.training.run import restore_run, save_metrics
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True)
     parser.add_argument("--split", default="test")
@@ -36,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minus", help="text to subtract")
     parser.add_argument("--plus", help="text to add")
     parser.add_argument("--k", type=int, default=5)
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if not args.evaluate and not (args.image and args.minus and args.plus):
         parser.error("give --evaluate, or --image with --minus and --plus")

@@ -12,19 +12,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from train.flags import add_config_flags, config_from_flags
-from vse_tf.evaluation.encode import evaluate_run
-from vse_tf.evaluation.reports import format_recall_table
-from vse_tf.training.run import save_metrics
-from vse_tf.training.trainer import train
+from train.flags import add_config_flags, config_from_flags, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_fit, argv)
+
+
+def _fit(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser)
     parser.add_argument("--eval_split", default="test", help="split evaluated after training (default: test)")
     parser.add_argument(
-        "--verbose", type=int, default=1, help="0: quiet; 1: one line per epoch; 2: and Keras' own epoch log"
+        "--verbose",
+        type=int,
+        nargs="?",
+        const=2,
+        default=1,
+        help="0: quiet; 1: one line per epoch; 2 (or --verbose alone): and Keras' epoch log, TensorFlow's "
+        "start-up log, the traceback of an error",
     )
     parser.add_argument(
         "--fresh",
@@ -33,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     config = config_from_flags(args)
+    # Imported after the config is checked, and after run_command has quietened TensorFlow.
+    from vse_tf.evaluation.encode import evaluate_run
+    from vse_tf.evaluation.reports import format_recall_table
+    from vse_tf.training.run import save_metrics
+    from vse_tf.training.trainer import train
+
     run = train(config, verbose=args.verbose, fresh=args.fresh)
     metrics = evaluate_run(run, args.eval_split)
     path = save_metrics(run, metrics)

@@ -15,15 +15,28 @@ import argparse
 import json
 import sys
 
-from train.flags import add_config_flags, config_from_flags
+from train.flags import add_config_flags, config_from_flags, run_command
 from vse_tf.data.splits import load_split
-from vse_tf.model.siamese import encode_texts, label_separation, texts_with_categories, train_siamese
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_siamese, argv)
+
+
+def _siamese(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    from vse_tf.model.siamese import encode_texts, label_separation, texts_with_categories, train_siamese
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser)
-    parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity: 0, 1 or 2")
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        nargs="?",
+        const=2,
+        default=2,
+        help="Keras fit verbosity: 0, 1 or 2; given as 2 (or alone) also TensorFlow's start-up log and tracebacks",
+    )
     args = parser.parse_args(argv)
     config = config_from_flags(args)
     if not config.loss.text_vectors:

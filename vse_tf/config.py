@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import typing
 from pathlib import Path
@@ -30,6 +31,26 @@ SIAMESE_ENCODERS = ("gru", "graph")
 TEXT_POOLINGS = ("mean", "cls")
 LOSS_KINDS = ("triplet", "pairwise", "category", "finegrained", "infonce", "siglip")
 MONITORS = ("val_rsum", "val_mean_map")
+
+
+def at_least(name: str, value: float, minimum: float, why: str = "") -> None:
+    """Refuses ``value < minimum`` (and NaN, infinity) with one line naming the field."""
+    if not (math.isfinite(value) and value >= minimum):
+        raise ValueError(f"{name} must be >= {minimum}{why}, got {value!r}")
+
+
+def in_range(name: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    """Refuses ``value`` outside ``[low, high]`` (``(`` / ``)`` for the open ends) with one line naming the field."""
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (math.isfinite(value) and above and below):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+
+
+def finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +105,8 @@ class DataConfig:
                 f"data.val_fraction ({self.val_fraction}) and data.test_fraction ({self.test_fraction}) "
                 "must be >= 0 and sum to less than 1"
             )
+        at_least("data.max_image_pixels", self.max_image_pixels, 1)
+        at_least("data.cache_budget_mb", self.cache_budget_mb, 0)
 
     def json_path(self) -> Path:
         return Path(self.data_dir) / f"dataset_{self.dataset}.json"
@@ -130,8 +153,13 @@ class ImageTowerConfig:
             raise ValueError(f"image.background must be three values in 0..255 (RGB), got {self.background}")
         if self.backbone not in IMAGE_BACKBONES:
             raise ValueError(f"image.backbone must be one of {IMAGE_BACKBONES}, got {self.backbone!r}")
-        if self.image_size < 16:
-            raise ValueError(f"image.image_size must be >= 16, got {self.image_size}")
+        at_least("image.image_size", self.image_size, 16)
+        at_least("image.feature_dim", self.feature_dim, 1)
+        if not self.cnn_filters or min(self.cnn_filters) < 1:
+            raise ValueError(f"image.cnn_filters must be one or more positive numbers, got {list(self.cnn_filters)}")
+        at_least("image.cnn_convs_per_stage", self.cnn_convs_per_stage, 1)
+        in_range("image.batchnorm_momentum", self.batchnorm_momentum, 0.0, 1.0, high_open=True)
+        in_range("image.dropout", self.dropout, 0.0, 1.0, high_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +178,10 @@ class TextTowerConfig:
             fastText .vec) to initialise the word embedding; empty for random init.
         word_vectors_format: ``auto`` or one of ``vse_tf.text.word_vectors.FORMATS``.
         freeze_word_vectors: keep the initialised word embedding fixed.
+        vocabulary_from_word_vectors: words of ``word_vectors`` added to the vocabulary
+            beyond the training captions' (0: none; N: the N most frequent, i.e. the first
+            N of the file; -1: all), as frozen rows: a test word never seen in training
+            keeps its pretrained vector instead of becoming ``[UNK]``.
         encoder: ``gru`` (word embedding -> GRU) or ``graph`` (bag of words on a fixed
             word graph from the training corpus -> graph convolutions -> projection;
             see :mod:`vse_tf.text.word_graph`).
@@ -176,6 +208,7 @@ class TextTowerConfig:
     word_vectors: str = ""
     word_vectors_format: str = "auto"
     freeze_word_vectors: bool = False
+    vocabulary_from_word_vectors: int = 0
     encoder: str = "gru"
     graph_neighbours: int = 8
     graph_channels: tuple[int, ...] = (16, 16)
@@ -202,6 +235,15 @@ class TextTowerConfig:
             )
         if self.encoder == "minilm" and not 2 <= self.max_length <= 512:
             raise ValueError(f"text.max_length must be in 2..512 for minilm, got {self.max_length}")
+        at_least("text.max_length", self.max_length, 1)
+        at_least("text.min_word_count", self.min_word_count, 1)
+        at_least("text.word_dim", self.word_dim, 1)
+        at_least("text.gru_units", self.gru_units, 1)
+        at_least("text.vocabulary_from_word_vectors", self.vocabulary_from_word_vectors, -1, " (-1: all)")
+        if self.vocabulary_from_word_vectors and not self.word_vectors:
+            raise ValueError("text.vocabulary_from_word_vectors needs text.word_vectors (the file its words come from)")
+        if self.vocabulary_from_word_vectors and self.encoder != "gru":
+            raise ValueError(f"text.vocabulary_from_word_vectors works with text.encoder='gru', got {self.encoder!r}")
         if self.graph_neighbours < 1 or not self.graph_channels or min(self.graph_channels) < 1:
             raise ValueError(
                 f"text.graph_neighbours ({self.graph_neighbours}) and text.graph_channels "
@@ -260,6 +302,11 @@ class LossConfig:
             )
         if not 0.0 <= self.finegrained_strength <= 1.0:
             raise ValueError(f"loss.finegrained_strength must be in [0, 1], got {self.finegrained_strength}")
+        at_least("loss.margin", self.margin, 0.0)
+        at_least("loss.warmup_epochs", self.warmup_epochs, 0)
+        in_range("loss.pairwise_scale", self.pairwise_scale, 0.0, math.inf, low_open=True, high_open=True)
+        in_range("loss.pairwise_offset", self.pairwise_offset, -1.0, 1.0)
+        finite("loss.siglip_bias", self.siglip_bias)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,10 +372,17 @@ class TrainConfig:
             raise ValueError(f"train.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.sampling not in SAMPLING_MODES:
             raise ValueError(f"train.sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
-        if self.batch_size < 2:
-            raise ValueError(f"train.batch_size must be >= 2 (negatives come from the batch), got {self.batch_size}")
-        if self.micro_batch < 0:
-            raise ValueError(f"train.micro_batch must be >= 0 (0: no gradient caching), got {self.micro_batch}")
+        at_least("train.batch_size", self.batch_size, 2, " (negatives come from the batch)")
+        at_least("train.epochs", self.epochs, 1)
+        in_range("train.learning_rate", self.learning_rate, 0.0, math.inf, low_open=True, high_open=True)
+        at_least("train.lr_decay_epochs", self.lr_decay_epochs, 0, " (0 disables)")
+        in_range("train.lr_decay_factor", self.lr_decay_factor, 0.0, 1.0, low_open=True)
+        at_least("train.lr_warmup_epochs", self.lr_warmup_epochs, 0)
+        at_least("train.grad_clip_norm", self.grad_clip_norm, 0.0, " (0 disables)")
+        at_least("train.seed", self.seed, 0)
+        at_least("train.validation_max_images", self.validation_max_images, 1)
+        at_least("train.shuffle_buffer", self.shuffle_buffer, 1)
+        at_least("train.micro_batch", self.micro_batch, 0, " (0: no gradient caching)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,6 +416,11 @@ class SiameseConfig:
             raise ValueError(f"siamese.encoder must be empty or one of {SIAMESE_ENCODERS}, got {self.encoder!r}")
         if not 0.0 < self.positive_fraction < 1.0:
             raise ValueError(f"siamese.positive_fraction must be in (0, 1), got {self.positive_fraction}")
+        at_least("siamese.embed_dim", self.embed_dim, 1)
+        at_least("siamese.epochs", self.epochs, 1)
+        at_least("siamese.batch_size", self.batch_size, 2, " (negatives come from the batch)")
+        in_range("siamese.learning_rate", self.learning_rate, 0.0, math.inf, low_open=True, high_open=True)
+        in_range("siamese.margin", self.margin, -1.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,6 +434,9 @@ class ExperimentConfig:
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
     siamese: SiameseConfig = SiameseConfig()
+
+    def __post_init__(self) -> None:
+        at_least("embed_dim", self.embed_dim, 1)
 
     def to_json(self) -> str:
         return json.dumps(to_dict(self), indent=2, sort_keys=True)

@@ -240,7 +240,7 @@ def test_jsonl_and_csv_tables(tmp_path):
 
 def test_tables_one_file_per_split(tmp_path):
     for split in ("train", "val"):
-        (tmp_path / f"{split}.csv").write_text(f"image,caption\nx.jpg,{split} caption\n")
+        (tmp_path / f"{split}.csv").write_text(f"image,caption\n{split}.jpg,{split} caption\n")
     records = read_records(DataConfig(data_dir=str(tmp_path), format="csv", annotations="{split}.csv"))
     assert [(r.split, r.caption, r.image_id) for r in records] == [
         ("train", "train caption", 0),

@@ -8,7 +8,11 @@ Splits: records a layout gives no split are ``train``. When no record is ``val``
 ``data.val_fraction`` of the training images become ``val``; when none is ``test``,
 ``data.test_fraction`` become ``test``. The choice hashes each image's path relative
 to the folder all the dataset's images share, so it is the same on every machine and
-run, and every caption of an image lands in the same split. Plain Python.
+run, and every caption of an image lands in the same split.
+
+Each image belongs to one split and each image id names one file
+(:func:`one_split_per_image`): otherwise one picture could be trained on and tested on.
+Plain Python.
 """
 
 from __future__ import annotations
@@ -55,7 +59,40 @@ def read_records(data: DataConfig, skips: SkipLog | None = None) -> list[Caption
     records = _READERS[data.format](data, skips)
     if not records:
         raise ValueError(f"{data.data_dir}: no captions found for data.format={data.format!r}")
-    return assign_splits(records, data.val_fraction, data.test_fraction)
+    return one_split_per_image(assign_splits(records, data.val_fraction, data.test_fraction), skips)
+
+
+def one_split_per_image(records: Sequence[CaptionRecord], skips: SkipLog | None = None) -> list[CaptionRecord]:
+    """The records, less those that would give one image two splits or one id two files.
+
+    The first record of an image id fixes its file and split, the first record of a file
+    its split. A later record with that id and another file is counted as
+    ``duplicate_image_id``; one of the same image in another split as
+    ``image_in_two_splits`` (the same id in two COCO files, a table row of an image
+    already listed under another split).
+
+    Raises:
+        ValueError: a conflict, when no ``skips`` is given (the message names both).
+    """
+    by_id: dict[int, tuple[str, str]] = {}
+    split_of_file: dict[str, str] = {}
+    kept = []
+    for record in records:
+        first_ref, first_split = by_id.setdefault(record.image_id, (record.image_ref, record.split))
+        file_split = split_of_file.setdefault(record.image_ref, record.split)
+        if first_ref != record.image_ref:
+            reason = "duplicate_image_id"
+            problem = f"image id {record.image_id} names {first_ref} and {record.image_ref}"
+        elif record.split != first_split or record.split != file_split:
+            reason = "image_in_two_splits"
+            problem = f"{record.image_ref} (image id {record.image_id}) is in split {file_split!r} and {record.split!r}"
+        else:
+            kept.append(record)
+            continue
+        if skips is None:
+            raise ValueError(problem)
+        skips.skip(reason, problem)
+    return kept
 
 
 def select_splits(records: Sequence[CaptionRecord], splits: Sequence[str]) -> list[CaptionRecord]:
@@ -136,7 +173,7 @@ def _read_precomp(data: DataConfig, skips: SkipLog | None) -> list[CaptionRecord
 
 def _read_folders(data: DataConfig, skips: SkipLog | None) -> list[CaptionRecord]:
     descriptions = Path(data.data_dir) / data.annotations if data.annotations else None
-    return read_folder_records(data.data_dir, descriptions)
+    return read_folder_records(data.data_dir, descriptions, skips)
 
 
 def _read_wikipedia(data: DataConfig, skips: SkipLog | None) -> list[CaptionRecord]:
@@ -144,7 +181,9 @@ def _read_wikipedia(data: DataConfig, skips: SkipLog | None) -> list[CaptionReco
     indexes: dict[Path, dict[str, str]] = {}
     for split, path in _annotation_files(data):
         root = _image_root(data, split)
-        images = indexes.setdefault(root, index_images(root))
+        if root not in indexes:
+            indexes[root] = index_images(root, skips)
+        images = indexes[root]
         records += read_pair_list(path, Path(data.data_dir) / "texts", images, split, skips)
     return records
 

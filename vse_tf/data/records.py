@@ -64,6 +64,23 @@ class RetrievalSplit:
             caption_to_image=tuple(self.caption_to_image[i] for i in keep),
         )
 
+    def without_images(self, positions: Sequence[int]) -> RetrievalSplit:
+        """The split less the images at ``positions`` and all their captions; the kept
+        captions point at the kept images' new rows."""
+        dropped = set(positions)
+        if not dropped:
+            return self
+        kept = [index for index in range(self.num_images) if index not in dropped]
+        new_row = {old: new for new, old in enumerate(kept)}
+        captions = [i for i, image in enumerate(self.caption_to_image) if image not in dropped]
+        return RetrievalSplit(
+            image_refs=tuple(self.image_refs[i] for i in kept),
+            image_ids=tuple(self.image_ids[i] for i in kept),
+            categories=tuple(self.categories[i] for i in kept),
+            captions=tuple(self.captions[i] for i in captions),
+            caption_to_image=tuple(new_row[self.caption_to_image[i]] for i in captions),
+        )
+
 
 def group_by_image(records: Sequence[CaptionRecord]) -> RetrievalSplit:
     """Arranges caption records as distinct images plus a caption -> image index.

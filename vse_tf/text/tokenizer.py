@@ -10,6 +10,7 @@ graph: an RE2 pattern puts spaces around every Han, Hiragana and Katakana charac
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Iterable, Sequence
 
 import keras
@@ -70,6 +71,39 @@ def build_vocabulary(sentences: Iterable[str], min_count: int = 1) -> list[str]:
     counts.update(word for words in split_words(batch) for word in words)
     kept = [(word, count) for word, count in counts.items() if count >= min_count and word != OOV_TOKEN]
     return [word for word, _ in sorted(kept, key=lambda item: (-item[1], item[0]))]
+
+
+@dataclasses.dataclass(frozen=True)
+class TextCoverage:
+    """How much of a text a vocabulary knows: distinct words and running words (tokens)."""
+
+    words: int
+    known_words: int
+    tokens: int
+    known_tokens: int
+
+    def describe(self, label: str) -> str:
+        """``test text: 561 of 707 distinct words in the vocabulary (79.4%), 98.1% of 9,876 words``."""
+        word_share = 100 * self.known_words / self.words if self.words else 0.0
+        token_share = 100 * self.known_tokens / self.tokens if self.tokens else 0.0
+        return (
+            f"{label}: {self.known_words} of {self.words} distinct words in the vocabulary ({word_share:.1f}%), "
+            f"{token_share:.1f}% of {self.tokens:,} words"
+        )
+
+
+def text_coverage(vocabulary: Iterable[str], sentences: Sequence[str]) -> TextCoverage:
+    """Which of the sentences' words (as the tokenizer splits them) the vocabulary holds."""
+    known = set(vocabulary)
+    counts: collections.Counter[str] = collections.Counter()
+    for start in range(0, len(sentences), 4096):
+        counts.update(word for words in split_words(list(sentences[start : start + 4096])) for word in words)
+    return TextCoverage(
+        words=len(counts),
+        known_words=sum(1 for word in counts if word in known),
+        tokens=sum(counts.values()),
+        known_tokens=sum(count for word, count in counts.items() if word in known),
+    )
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")

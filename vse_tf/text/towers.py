@@ -13,23 +13,31 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import keras
-from keras import layers
+import tensorflow as tf
+from keras import layers, ops
 
 from vse_tf.config import TextTowerConfig
 from vse_tf.layers import unit_rows
 from vse_tf.text.minilm import build_pretrained_sentence_encoder, read_tokenizer_json, set_trainable_blocks
 from vse_tf.text.tokenizer import SentenceTokenizer, build_vocabulary
 from vse_tf.text.word_graph import WordGraphConvolution
+from vse_tf.text.word_vectors import extend_vocabulary
 from vse_tf.text.wordpiece import WordPieceTokenizer, vocabulary_from_tokenizer_json
 
 PRETRAINED_TEXT_ENCODER = "minilm"  # the pretrained sub-model's name inside the text tower
 
 
 def text_vocabulary(config: TextTowerConfig, captions: Iterable[str]) -> list[str]:
-    """The tokenizer's vocabulary: the training captions' words, or (``minilm``) the pretrained WordPiece one."""
+    """The tokenizer's vocabulary: the training captions' words (then, with
+    ``text.vocabulary_from_word_vectors``, the vectors file's words they lack), or
+    (``minilm``) the pretrained WordPiece one."""
     if config.encoder == "minilm":
         return vocabulary_from_tokenizer_json(read_tokenizer_json(config.pretrained))
-    return build_vocabulary(captions, config.min_word_count)
+    vocabulary = build_vocabulary(captions, config.min_word_count)
+    if config.vocabulary_from_word_vectors:
+        count = config.vocabulary_from_word_vectors
+        return extend_vocabulary(vocabulary, config.word_vectors, config.word_vectors_format, count)
+    return vocabulary
 
 
 def build_tokenizer(
@@ -74,7 +82,10 @@ def build_text_tower(
     # Any length: training pads to max_length, serving only to the batch's longest sentence.
     tokens = keras.Input(shape=(None,), dtype="int64", name="tokens")
     vocabulary_size = len(vocabulary) + 2
-    words = layers.Embedding(vocabulary_size, config.word_dim, mask_zero=True, name="word_embedding")(tokens)
+    if config.vocabulary_from_word_vectors:
+        words = PartlyFrozenEmbedding(vocabulary_size, config.word_dim, name="word_embedding")(tokens)
+    else:
+        words = layers.Embedding(vocabulary_size, config.word_dim, mask_zero=True, name="word_embedding")(tokens)
     gru = layers.GRU(config.gru_units, name="gru")
     state = layers.Bidirectional(gru, merge_mode="ave", name="bigru")(words) if config.bidirectional else gru(words)
     if config.gru_units != embed_dim:
@@ -108,3 +119,51 @@ def _minilm_text_tower(config: TextTowerConfig, embed_dim: int, name: str) -> ke
     pooled = encoder(tokens, training=None if trains else False)
     projected = layers.Dense(embed_dim, name="projection")(pooled)
     return keras.Model(tokens, unit_rows()(projected), name=name)
+
+
+@keras.saving.register_keras_serializable(package="vse_tf")
+class PartlyFrozenEmbedding(keras.layers.Layer):
+    """A word embedding whose marked rows get no gradient (id 0 is padding, masked).
+
+    ``frozen`` (``float32 [input_dim]``, 1 = fixed) is a non-trainable weight, so the
+    checkpoint carries which rows are fixed. The rows are gathered first, so a step costs
+    the batch's rows, not the table.
+
+    Call args:
+        ids: ``int64 [B, L]``.
+
+    Returns:
+        ``float32 [B, L, output_dim]``, masked where ``ids == 0``.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim = int(input_dim)
+        self.output_dim = int(output_dim)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            shape=(self.input_dim, self.output_dim), initializer="uniform", name="embeddings"
+        )
+        self.frozen = self.add_weight(shape=(self.input_dim,), initializer="zeros", trainable=False, name="frozen")
+        self.built = True
+
+    def set_frozen_rows(self, rows) -> None:
+        """``rows``: ``[input_dim]``, 1 for each row to keep fixed."""
+        self.frozen.assign(ops.cast(rows, "float32"))
+
+    def call(self, ids):
+        ids = ops.cast(ids, "int32")
+        rows = ops.take(self.embeddings, ids, axis=0)
+        fixed = ops.expand_dims(ops.take(self.frozen, ids, axis=0), -1)
+        return fixed * tf.stop_gradient(rows) + (1.0 - fixed) * rows
+
+    def compute_mask(self, ids, mask=None):
+        return ops.not_equal(ids, 0)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.output_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim}

@@ -12,6 +12,13 @@ Formats (chosen by ``format`` or detected):
   Reading the parquet vocabulary needs pyarrow.
 Only the words of the given vocabulary are kept, so a 400,000-word file costs memory
 for the vocabulary alone.
+
+``text.vocabulary_from_word_vectors`` (:func:`extend_vocabulary`) adds the file's words
+(the first N, i.e. the most frequent in GloVe, word2vec and fastText files, or all) to the
+training vocabulary, and every row that gets a pretrained vector is frozen
+(:class:`vse_tf.text.towers.PartlyFrozenEmbedding`): a word seen only at test time then
+keeps its meaning, in a space the training words did not move away from; the rows of
+training words without a vector are learnt.
 """
 
 from __future__ import annotations
@@ -35,15 +42,17 @@ class Coverage:
     dim: int
     vocabulary_size: int
     found: int
+    frozen: int = 0
 
     @property
     def fraction(self) -> float:
         return self.found / self.vocabulary_size if self.vocabulary_size else 0.0
 
     def describe(self) -> str:
+        frozen = f", {self.frozen} rows frozen" if self.frozen else ""
         return (
             f"word vectors {self.path}: {self.found} of {self.vocabulary_size} vocabulary words found "
-            f"({100 * self.fraction:.1f}%), {self.dim}-d"
+            f"({100 * self.fraction:.1f}%), {self.dim}-d{frozen}"
         )
 
 
@@ -82,6 +91,70 @@ def read_word_vectors(
     if format == "word2vec_binary":
         return _read_binary(path, wanted)
     return _read_text(path, wanted, has_header=format in ("word2vec_text", "fasttext"))
+
+
+def vector_words(path: str | os.PathLike, format: str = "auto", limit: int = -1) -> list[str]:
+    """The words of a vectors file in its order (the first ``limit``; -1 for all), no vectors read.
+
+    Raises:
+        ValueError: unknown format, or a malformed header (names the file).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"word vectors format must be one of {FORMATS}, got {format!r}")
+    path = Path(path)
+    format = detect_format(path) if format == "auto" else format
+    if format == "kumo":
+        words = _kumo_files(resolve_vectors_dir(path))[1]
+    elif format == "word2vec_binary":
+        words = _binary_words(path, limit)
+    else:
+        words = _text_words(path, has_header=format in ("word2vec_text", "fasttext"), limit=limit)
+    return words if limit < 0 else words[:limit]
+
+
+def _text_words(path: Path, has_header: bool, limit: int) -> list[str]:
+    words = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if has_header and number == 1:
+                continue
+            word, separator, _ = line.partition(" ")
+            if separator:
+                words.append(word)
+            if 0 <= limit <= len(words):
+                break
+    return words
+
+
+def _binary_words(path: Path, limit: int) -> list[str]:
+    words = []
+    with path.open("rb") as handle:
+        header = handle.readline().decode("utf-8", errors="replace")
+        count, dim = _header_count(header, path), _header_dim(header, path)
+        for index in range(count if limit < 0 else min(count, limit)):
+            words.append(_read_word(handle, path, index))
+            handle.seek(4 * dim, os.SEEK_CUR)
+    return words
+
+
+def extend_vocabulary(
+    vocabulary: Sequence[str], path: str | os.PathLike, format: str = "auto", count: int = -1
+) -> list[str]:
+    """``vocabulary`` followed by the vectors file's words it lacks (of the file's first
+    ``count`` words; -1: all), in the file's order. Only words the tokenizer can produce
+    are added (lower case, no punctuation, one token: GloVe's ``,`` or ``'s`` never occur)."""
+    from vse_tf.text.tokenizer import OOV_TOKEN, split_words  # TensorFlow string ops
+
+    known = set(vocabulary)
+    candidates = [word for word in vector_words(path, format, count) if word not in known and word != OOV_TOKEN]
+    # Lower-case ASCII letters and digits come out of the tokenizer as they are; the rest is asked.
+    plain = {word for word in candidates if word.isascii() and word.isalnum() and word == word.lower()}
+    other = [word for word in candidates if word not in plain]
+    tokenizable = set(plain)
+    for start in range(0, len(other), 65536):
+        batch = other[start : start + 65536]
+        tokenizable.update(word for word, tokens in zip(batch, split_words(batch)) if tokens == [word])
+    return [*vocabulary, *dict.fromkeys(word for word in candidates if word in tokenizable)]
 
 
 def _read_text(path: Path, wanted: set[str] | None, has_header: bool) -> tuple[dict[str, np.ndarray], int]:
@@ -224,16 +297,26 @@ def initialize_word_embedding(
 ) -> Coverage:
     """Loads vectors into the text tower's ``word_embedding`` layer; optionally freezes it.
 
+    A :class:`~vse_tf.text.towers.PartlyFrozenEmbedding` (``text.vocabulary_from_word_vectors``)
+    also gets its frozen rows: every row the file gave a vector.
+
     Raises:
         ValueError: the file's dimension differs from the layer's ``word_dim``.
     """
     layer = text_encoder.get_layer("word_embedding")
-    (initial,) = layer.get_weights()
+    initial = layer.get_weights()[0]
     vectors, dim = read_word_vectors(path, vocabulary, format)
     if vectors and dim != initial.shape[1]:
         raise ValueError(f"{path}: {dim}-d vectors, but text.word_dim is {initial.shape[1]}")
     matrix, found = embedding_matrix(vocabulary, vectors, initial)
-    layer.set_weights([matrix])
+    frozen = 0
+    if hasattr(layer, "set_frozen_rows"):  # text.vocabulary_from_word_vectors: rows with a vector stay fixed
+        rows = np.zeros([len(vocabulary) + 2], np.float32)
+        rows[[row for row, word in enumerate(vocabulary, start=2) if word in vectors]] = 1.0
+        layer.set_weights([matrix, rows])
+        frozen = int(rows.sum())
+    else:
+        layer.set_weights([matrix])
     if freeze:
         layer.trainable = False
-    return Coverage(str(path), int(initial.shape[1]), len(vocabulary), found)
+    return Coverage(str(path), int(initial.shape[1]), len(vocabulary), found, frozen)

@@ -1,7 +1,8 @@
 """Reader for class-folder image sets (Corel1k style): ``root/<class name>/<image>``.
 
 The text of a class is its folder name with ``_`` and ``-`` as spaces, or a line
-``class<TAB>text`` of a descriptions file. Plain Python.
+``class<TAB>text`` of a descriptions file. Class folders and image files that resolve
+outside ``root`` (symbolic links) are refused. Plain Python.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import dataclasses
 import os
 from pathlib import Path
 
-from vse_tf.data.common import read_lines
+from vse_tf.data.common import PathEscapeError, read_lines, resolve_image
 from vse_tf.data.image_facts import IMAGE_SUFFIXES
 from vse_tf.data.records import CaptionRecord
+from vse_tf.data.skips import SkipLog
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,22 +26,37 @@ class ClassFolderSet:
     class_texts: dict[str, str]
 
 
-def read_class_folders(root: str | os.PathLike, descriptions: str | os.PathLike | None = None) -> ClassFolderSet:
+def read_class_folders(
+    root: str | os.PathLike, descriptions: str | os.PathLike | None = None, skips: SkipLog | None = None
+) -> ClassFolderSet:
     """Lists ``root/<class>/<image>`` files (by suffix) and each class's text.
+
+    Args:
+        root: the folder of class folders.
+        descriptions: optional ``class<TAB>text`` lines.
+        skips: when given, entries that resolve outside ``root`` (``outside_image_root``)
+            and entries with an image suffix that are not regular files (a folder named
+            ``x.jpg``, a FIFO: ``not_a_regular_file``) are skipped and counted; without
+            it they raise.
 
     Raises:
         FileNotFoundError: ``root`` is not a folder or holds no images.
-        ValueError: a descriptions line lacks a tab (the message names file and line).
+        PathEscapeError: an entry resolves outside ``root`` (without ``skips``).
+        ValueError: a descriptions line lacks a tab (the message names file and line), or
+            an image entry is not a regular file (without ``skips``).
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
     paths, labels = [], []
     for folder in sorted(path for path in root.iterdir() if path.is_dir()):
+        if _refused(root, folder, skips):
+            continue
         for image in sorted(folder.iterdir()):
-            if image.suffix.lower() in IMAGE_SUFFIXES and image.is_file():
-                paths.append(str(image))
-                labels.append(folder.name)
+            if image.suffix.lower() not in IMAGE_SUFFIXES or _refused(root, image, skips):
+                continue
+            paths.append(str(image))
+            labels.append(folder.name)
     if not paths:
         raise FileNotFoundError(f"{root}: no images in class folders")
     texts = {label: label.replace("_", " ").replace("-", " ") for label in sorted(set(labels))}
@@ -48,13 +65,34 @@ def read_class_folders(root: str | os.PathLike, descriptions: str | os.PathLike 
     return ClassFolderSet(tuple(paths), tuple(labels), texts)
 
 
-def read_folder_records(root: str | os.PathLike, descriptions: str | os.PathLike | None = None) -> list[CaptionRecord]:
+def _refused(root: Path, entry: Path, skips: SkipLog | None) -> bool:
+    """Whether ``entry`` is left out: it resolves outside ``root``, or is an image name that
+    is not a regular file (counted in ``skips``, else raised)."""
+    try:
+        resolve_image(root, str(entry.relative_to(root)), str(entry))
+    except PathEscapeError as error:
+        if skips is None:
+            raise
+        skips.skip("outside_image_root", str(error))
+        return True
+    if entry.parent == root or entry.is_file():
+        return False
+    problem = f"{entry}: not a regular file"
+    if skips is None:
+        raise ValueError(problem)
+    skips.skip("not_a_regular_file", problem)
+    return True
+
+
+def read_folder_records(
+    root: str | os.PathLike, descriptions: str | os.PathLike | None = None, skips: SkipLog | None = None
+) -> list[CaptionRecord]:
     """One record per image: the class text as caption, the class as category, no split.
 
     Image ids number the images in sorted order; the split is ``""`` (assigned later by
-    :func:`vse_tf.data.datasets.assign_splits`).
+    :func:`vse_tf.data.datasets.assign_splits`). ``skips``: see :func:`read_class_folders`.
     """
-    data = read_class_folders(root, descriptions)
+    data = read_class_folders(root, descriptions, skips)
     return [
         CaptionRecord(path, data.class_texts[label], image_id, "", label)
         for image_id, (path, label) in enumerate(zip(data.image_paths, data.labels))

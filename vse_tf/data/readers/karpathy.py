@@ -30,16 +30,18 @@ def read_karpathy_json(
         image_root: folder that ``filepath/filename`` are relative to.
         splits: splits to keep (``("train", "restval")`` adds restval to training);
             records keep the file's order.
-        skips: when given, images whose path escapes ``image_root`` are skipped and
-            counted there (reason ``outside_image_root``) instead of raising.
+        skips: when given, images whose path escapes ``image_root`` (``outside_image_root``)
+            and images whose id an earlier image has (``duplicate_image_id``) are skipped
+            with their captions and counted there, instead of raising.
 
     Returns:
         One ``CaptionRecord`` per sentence.
 
     Raises:
         FileNotFoundError: the JSON file is missing.
-        ValueError: the JSON is malformed (the message names the file and the field), or
-            a path escapes the image root and no ``skips`` is given.
+        ValueError: the JSON is malformed (the message names the file and the field), or,
+            without ``skips``, a path escapes the image root or an image id repeats (in
+            any split: one id in two splits would put one image in train and test).
     """
     json_path = Path(json_path)
     root = Path(image_root)
@@ -48,12 +50,22 @@ def read_karpathy_json(
     if not isinstance(images, list):
         raise ValueError(f"{json_path}: field 'images' must be a list")
     records: list[CaptionRecord] = []
+    first_position: dict[int, int] = {}
     for position, image in enumerate(images):
         where = f"{json_path}: images[{position}]"
         split = check_split(field(image, "split", str, where), f"{where}.split")
+        sentences = field(image, "sentences", list, where)
+        image_id = _image_id(image, position, where)
+        if image_id in first_position:
+            problem = f"{where}: duplicate image id {image_id} (images[{first_position[image_id]}] has it)"
+            if skips is None:
+                raise ValueError(problem)
+            if split in splits:
+                skips.skip("duplicate_image_id", problem, records=len(sentences))
+            continue
+        first_position[image_id] = position
         if split not in splits:
             continue
-        sentences = field(image, "sentences", list, where)
         try:
             image_ref = _image_path(root, image, where)
         except PathEscapeError as error:
@@ -61,7 +73,6 @@ def read_karpathy_json(
                 raise
             skips.skip("outside_image_root", str(error), records=len(sentences))
             continue
-        image_id = _image_id(image, position, where)
         category = image.get("category", "")
         for number, sentence in enumerate(sentences):
             caption = field(sentence, "raw", str, f"{where}.sentences[{number}]")

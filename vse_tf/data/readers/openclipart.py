@@ -109,8 +109,12 @@ def read_openclipart(
     report = ReadReport()
     seen: set[Path] = set()
     drawings = []
+    resolved_root = root.resolve()
     for png in sorted(png_root.rglob("*.png")):
         real = png.resolve()
+        if not real.is_relative_to(resolved_root):
+            report.skip("outside_image_root", f"{png}: resolves to {real}, outside {root}")
+            continue
         if real in seen:
             report.links_skipped += 1
             continue
@@ -129,6 +133,9 @@ def read_openclipart(
         svg = (svg_root / relative).with_suffix(".svg")
         if not svg.is_file():
             report.skip("no SVG of the same name", str(png))
+            continue
+        if not svg.resolve().is_relative_to(resolved_root):
+            report.skip("outside_image_root", f"{svg}: resolves to {svg.resolve()}, outside {root}")
             continue
         try:
             title, keywords, description = read_svg_metadata(svg)

@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from vse_tf.data.common import TEXT_ERRORS, read_lines
+from vse_tf.data.common import TEXT_ERRORS, PathEscapeError, read_lines, resolve_image
 from vse_tf.data.image_facts import IMAGE_SUFFIXES
 from vse_tf.data.records import CaptionRecord
 from vse_tf.data.skips import SkipLog
@@ -28,11 +28,15 @@ _TEXT_ELEMENT = re.compile(r"<text>(.*?)</text>", re.DOTALL | re.IGNORECASE)
 _TAGS = re.compile(r"<[^>]+>")
 
 
-def index_images(image_root: str | os.PathLike) -> dict[str, str]:
+def index_images(image_root: str | os.PathLike, skips: SkipLog | None = None) -> dict[str, str]:
     """Maps each image file's stem to its path, over ``image_root`` and its sub-folders.
+
+    Files and folders that resolve outside ``image_root`` (symbolic links) are left out,
+    counted in ``skips`` as ``outside_image_root``; without ``skips`` they raise.
 
     Raises:
         FileNotFoundError: ``image_root`` is not a folder.
+        PathEscapeError: an image resolves outside the root (without ``skips``).
         ValueError: two image files share a stem (names both).
     """
     root = Path(image_root)
@@ -41,6 +45,13 @@ def index_images(image_root: str | os.PathLike) -> dict[str, str]:
     index: dict[str, str] = {}
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() in IMAGE_SUFFIXES:
+            try:
+                resolve_image(root, str(path.relative_to(root)), str(path))
+            except PathEscapeError as error:
+                if skips is None:
+                    raise
+                skips.skip("outside_image_root", str(error))
+                continue
             if path.stem in index:
                 raise ValueError(f"{path}: image id {path.stem!r} also names {index[path.stem]}")
             index[path.stem] = str(path)
