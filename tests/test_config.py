@@ -87,6 +87,7 @@ def test_the_public_api_resolves_every_name_it_lists():
 # covers them all, so a new numeric field needs a range too.
 OUT_OF_RANGE = {
     "embed_dim": 0,
+    "train.micro_batch": -1,
     "data.val_fraction": -0.1,
     "data.test_fraction": 1.5,
     "data.max_image_pixels": 0,

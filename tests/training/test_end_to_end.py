@@ -27,8 +27,10 @@ def run(*args, cwd):
 def call(main, *args, capsys) -> str:
     """A command's ``main`` in this process (no second TensorFlow start-up); its stdout."""
     capsys.readouterr()
-    assert main(list(args)) == 0
-    return capsys.readouterr().out
+    code = main(list(args))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    return captured.out
 
 
 @pytest.mark.slow

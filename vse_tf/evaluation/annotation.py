@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,7 +59,10 @@ def annotation_report(
 
 
 def export_class_folders(image_refs: Sequence[str], categories: Sequence[str], out: str | os.PathLike) -> Path:
-    """Links a labelled split's images into ``out/<category>/`` (a Corel-style tree)."""
+    """Hard-links (or copies) a labelled split's images into ``out/<category>/`` (a Corel-style tree).
+
+    Not symlinks: the folders reader refuses links that resolve outside its root.
+    """
     out = Path(out)
     for ref, category in zip(image_refs, categories):
         if not category:
@@ -66,5 +70,8 @@ def export_class_folders(image_refs: Sequence[str], categories: Sequence[str], o
         target = out / category / Path(ref).name
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
-            os.symlink(os.path.abspath(ref), target)
+            try:
+                os.link(ref, target)
+            except OSError:  # another file system
+                shutil.copyfile(ref, target)
     return out
