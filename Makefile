@@ -36,14 +36,15 @@ demo: $(STAMP)
 
 # The whole suite, slow end-to-end tests included (what CI runs), on two pytest-xdist workers:
 # most of a test's time is single-threaded (graph tracing, process start-up), so two workers
-# use both cores of a 2-core machine.
+# use both cores of a 2-core machine. --timeout: a test that hangs fails with its stack instead of
+# stalling the run.
 PYTEST_WORKERS ?= 2
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --timeout 600 tests
 
 # The edit loop: everything but the tests marked slow.
 test-fast: $(TEST_STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --timeout 600 -m "not slow" tests
 
 # ImageNet EfficientNet-Lite0 as Keras weights, from the PyTorch package the [test] extra installs.
 LITE0_WEIGHTS := data/weights/efficientnet_lite0.weights.h5

@@ -40,6 +40,7 @@ setup(
         "test": [
             "pytest==9.2.0",
             "pytest-xdist==3.8.0",
+            "pytest-timeout==2.4.0",
             "ruff==0.17.5",
             "scikit-image==0.26.0",
             *GLOVE,
