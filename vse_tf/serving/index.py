@@ -54,12 +54,7 @@ def resolve_version(path: str | os.PathLike) -> Path:
 def read_index_meta(directory: Path) -> dict:
     """``index.json`` of a version directory, as a dict."""
     path = directory / INDEX_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not an index folder (no {INDEX_FILE})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise IndexFolderError(f"{path}: not valid JSON ({error})") from None
+    meta = _read_json(path, FileNotFoundError(f"{path}: not an index folder (no {INDEX_FILE})"))
     if not isinstance(meta, dict):
         raise IndexFolderError(f"{path}: must hold a JSON object")
     return meta
@@ -136,13 +131,18 @@ class EmbeddingIndex:
         return cls(meta["kind"], ids, embeddings, meta.get("model", ""), skipped)
 
 
-def _read_ids(path: Path) -> tuple[str, ...]:
+def _read_json(path: Path, missing: Exception):
+    """A JSON file's content; ``missing`` if there is none, IndexFolderError if it is not JSON."""
     try:
-        ids = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise IndexFolderError(f"{path}: missing") from None
+        raise missing from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise IndexFolderError(f"{path}: not valid JSON ({error})") from None
+
+
+def _read_ids(path: Path) -> tuple[str, ...]:
+    ids = _read_json(path, IndexFolderError(f"{path}: missing"))
     if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
         raise IndexFolderError(f"{path}: must be a JSON list of strings")
     return tuple(ids)
