@@ -32,7 +32,7 @@ def with_service(config, target, **data):
 
 def test_an_epoch_through_two_workers_visits_every_caption_once(service, tiny_dataset, tmp_path):
     config = tiny_config(tiny_dataset, tmp_path / "run", sampling="caption")
-    write_shards(config, tmp_path / "s", shard_records=4)
+    write_shards(config, tmp_path / "s", shard_records=1)  # 32 pieces for the two workers, 3 captions each
     config = with_service(config, service, format="tfrecord", data_dir=str(tmp_path / "s"))
     split = load_splits(config, ("train",), SkipLog())["train"]
     source = load_splits(tiny_config(tiny_dataset, tmp_path / "run"), ("train",), SkipLog())["train"]

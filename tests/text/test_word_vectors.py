@@ -130,7 +130,8 @@ def test_vocabulary_from_glove_adds_its_frequent_words_as_frozen_rows():
     table, frozen = layer.get_weights()
     giraffe = vocabulary.index("giraffe") + 2
     np.testing.assert_array_equal(table[giraffe], matrix[words.index("giraffe")])
-    in_glove = [row for row, word in enumerate(vocabulary, start=2) if word in set(words)]
+    glove_words = set(words)
+    in_glove = [row for row, word in enumerate(vocabulary, start=2) if word in glove_words]
     assert coverage.frozen == len(in_glove) == int(frozen.sum()) and "zebras" in vocabulary
     assert "rows frozen" in coverage.describe()
 

@@ -136,7 +136,7 @@ def _epoch_batches(images, number, split, tokenizer, config, text_vectors, categ
         pairs = tf.data.Dataset.zip(per_image, draws).map(_pick_caption, num_parallel_calls=AUTOTUNE)
     else:
         pairs = per_image.flat_map(_every_caption).shuffle(config.train.shuffle_buffer, seed=seed + 1)
-    batches = pairs.batch(config.train.batch_size, drop_remainder=True)
+    batches = _full_batches(pairs, config)
     batches = batches.map(
         lambda image, caption, image_id: {
             "image": as_model_image(image),
@@ -147,7 +147,20 @@ def _epoch_batches(images, number, split, tokenizer, config, text_vectors, categ
         },
         num_parallel_calls=AUTOTUNE,
     ).prefetch(AUTOTUNE)
-    return _exactly_steps(distribute_to_service(batches, config.data), split, config)
+    return _exactly_steps(batches, split, config)
+
+
+def _full_batches(pairs: tf.data.Dataset, config: ExperimentConfig) -> tf.data.Dataset:
+    """``pairs`` in batches of ``train.batch_size``, the incomplete last one dropped.
+
+    With ``data.service`` each worker batches the pieces the dispatcher handed it, so each
+    ends its share with a short batch; the trainer re-slices the workers' batches into full
+    ones, and an epoch loses only its global remainder, as without the service.
+    """
+    size = config.train.batch_size
+    if not config.data.service:
+        return pairs.batch(size, drop_remainder=True)
+    return distribute_to_service(pairs.batch(size), config.data).rebatch(size, drop_remainder=True)
 
 
 def batch_tokenizer(tokenizer: SentenceTokenizer, config: ExperimentConfig) -> SentenceTokenizer:

@@ -1,10 +1,12 @@
 """Sending the training input to tf.data service workers (``data.service = "grpc://host:port"``).
 
-The whole per-epoch pipeline (read, decode, shuffle, caption draw, batch, tokenise) runs on
+The per-epoch pipeline up to the batch (read, decode, shuffle, caption draw, batch) runs on
 the service's workers in ``distributed_epoch`` mode: the dispatcher hands each worker
 pieces of the dataset's source (single shard files, or single images of the in-memory
 layout), so an epoch visits every record once however many workers there are, and a
-faster worker takes more pieces. Each iteration of the distributed dataset is a new,
+faster worker takes more pieces. Each worker's share ends with a short batch; the trainer
+re-slices the workers' batches into full ones (``rebatch``) and tokenises them, so an epoch
+drops only its global remainder. Each iteration of the distributed dataset is a new,
 anonymous job; the trainer's ``repeat().take(steps)`` stays in the trainer.
 """
 
