@@ -12,20 +12,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vse_tf.image.backbones.convert import CONVERTIBLE, convert_backbone
+from train.flags import add_verbose_flag, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_convert, argv)
+
+
+def _convert(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    from vse_tf.image.backbones.convert import CONVERTIBLE, convert_backbone
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("backbone", choices=CONVERTIBLE)
     parser.add_argument("--out", required=True, help="the Keras weights file to write (*.weights.h5)")
     parser.add_argument("--state_dict", default="", help="PyTorch state_dict file (default: the packaged one)")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        conversion = convert_backbone(args.backbone, args.out, args.state_dict or None)
-    except (FileNotFoundError, ImportError, KeyError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    conversion = convert_backbone(args.backbone, args.out, args.state_dict or None)
     print(
         f"{conversion.backbone}: {conversion.tensors} tensors ({conversion.parameters:,} values) "
         f"from {conversion.source} -> {conversion.output}"

@@ -13,21 +13,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vse_tf.serving.export import export_run
-from vse_tf.training.run import restore_run
+from train.flags import add_verbose_flag, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_export, argv)
+
+
+def _export(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    from vse_tf.serving.export import export_run
+    from vse_tf.training.run import restore_run
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="training run directory (holds config.json)")
     parser.add_argument("--out", required=True, help="models directory")
     parser.add_argument("--version", type=int, default=1, help="version sub-directory, a positive integer (default: 1)")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        paths = export_run(restore_run(args.run), args.out, args.version)
-    except (FileExistsError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    paths = export_run(restore_run(args.run), args.out, args.version)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

@@ -19,9 +19,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vse_tf.serving.index import EmbeddingIndex, IndexFolderError, build_caption_index, build_image_index
-from vse_tf.serving.index_store import BACKENDS, load_index, update_index, write_index
+from train.flags import add_verbose_flag, run_command
+
+if TYPE_CHECKING:
+    from vse_tf.serving.index import EmbeddingIndex
 
 PARAM_FLAGS = {
     "nlist": int,
@@ -40,6 +43,8 @@ def _read_lines(path: str) -> list[str]:
 
 
 def _embed(args, model: str) -> EmbeddingIndex:
+    from vse_tf.serving.index import build_caption_index, build_image_index
+
     if args.images:
         return build_image_index(model, args.images, args.batch_size)
     return build_caption_index(model, _read_lines(args.captions))
@@ -50,6 +55,8 @@ def _params(args) -> dict:
 
 
 def _report(path: Path, index: EmbeddingIndex | None) -> None:
+    from vse_tf.serving.index_store import load_index
+
     current = load_index(path)
     print(f"{path}: {len(current.gallery.ids)} {current.gallery.kind}, backend {current.backend}")
     if index is not None:
@@ -59,6 +66,13 @@ def _report(path: Path, index: EmbeddingIndex | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_index, argv)
+
+
+def _index(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    from vse_tf.serving.index_store import BACKENDS, load_index, update_index, write_index
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--images", help="folder of images (searched recursively)")
@@ -71,22 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=32)
     for name, kind in PARAM_FLAGS.items():
         parser.add_argument(f"--{name}", type=kind, help="backend setting (see docs/search.md)")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if bool(args.out) == bool(args.update):
         parser.error("give --out (build) or --update (add/remove), not both")
     if args.out and not (args.images or args.captions) or args.out and not args.model:
         parser.error("a build needs --images or --captions, and --model")
-    try:
-        if args.out:
-            index = _embed(args, args.model)
-            path = write_index(args.out, index, args.backend, _params(args))
-        else:
-            current = load_index(args.update)
-            index = _embed(args, args.model or current.gallery.model) if (args.images or args.captions) else None
-            path = update_index(args.update, index, _read_lines(args.remove) if args.remove else ())
-    except (FileNotFoundError, FileExistsError, OSError, IndexFolderError, KeyError, ValueError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if args.out:
+        index = _embed(args, args.model)
+        path = write_index(args.out, index, args.backend, _params(args))
+    else:
+        current = load_index(args.update)
+        index = _embed(args, args.model or current.gallery.model) if (args.images or args.captions) else None
+        path = update_index(args.update, index, _read_lines(args.remove) if args.remove else ())
     _report(path, index)
     return 0
 

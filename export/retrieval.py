@@ -14,12 +14,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vse_tf.serving.index import IndexFolderError
-from vse_tf.serving.index_store import load_index
-from vse_tf.serving.retrieval_model import export_retrieval_model
+from train.flags import add_verbose_flag, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_retrieval, argv)
+
+
+def _retrieval(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    from vse_tf.serving.index_store import load_index
+    from vse_tf.serving.retrieval_model import export_retrieval_model
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image_index", help="index built from images (enables `search`)")
     parser.add_argument("--captions_index", help="index built from captions (enables `annotate`)")
@@ -28,20 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="models directory")
     parser.add_argument("--version", type=int, default=1)
     parser.add_argument("--k", type=int, default=10)
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        path = export_retrieval_model(
-            args.out,
-            args.version,
-            args.k,
-            image_index=load_index(args.image_index) if args.image_index else None,
-            text_model=args.text_model,
-            caption_index=load_index(args.captions_index) if args.captions_index else None,
-            image_model=args.image_model,
-        )
-    except (FileExistsError, FileNotFoundError, IndexFolderError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    path = export_retrieval_model(
+        args.out,
+        args.version,
+        args.k,
+        image_index=load_index(args.image_index) if args.image_index else None,
+        text_model=args.text_model,
+        caption_index=load_index(args.captions_index) if args.captions_index else None,
+        image_model=args.image_model,
+    )
     print(f"retrieval: {path}")
     return 0
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+from train.flags import add_verbose_flag, run_command
 
-from vse_tf.serving.index import IndexFolderError, error_reason, image_model_for, text_model_for
-from vse_tf.serving.index_store import SearchIndex, load_index
+if TYPE_CHECKING:
+    from vse_tf.serving.index_store import SearchIndex
 
 
 def _print_results(query: str, ids, scores) -> None:
@@ -28,6 +29,11 @@ def _print_results(query: str, ids, scores) -> None:
 
 def _index_and_encoder(parser, index_path: str, kind: str, model: str | None, default_model):
     """Loads the index (any backend; refusing the wrong kind) and the serving signature of the query tower."""
+    import tensorflow as tf
+
+    from vse_tf.serving.index import IndexFolderError
+    from vse_tf.serving.index_store import load_index
+
     try:
         index = load_index(index_path)
     except (FileNotFoundError, IndexFolderError, ImportError) as error:
@@ -43,12 +49,26 @@ def _search(index: SearchIndex, queries, k: int, nprobe: int | None):
 
 
 def search_main(argv: list[str] | None = None) -> int:
+    return run_command(_search_command, argv)
+
+
+def annotate_main(argv: list[str] | None = None) -> int:
+    return run_command(_annotate_command, argv)
+
+
+def _search_command(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    import tensorflow as tf
+
+    from vse_tf.serving.index import text_model_for
+
     parser = argparse.ArgumentParser(description="Image search: sentences -> the nearest gallery images.")
     parser.add_argument("sentences", nargs="+")
     parser.add_argument("--index", required=True, help="index built from images (python -m export.index --images)")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--model", help="text encoder version dir (default: beside the index's image encoder)")
     parser.add_argument("--nprobe", type=int, help="lists probed (ivf, faiss-ivf*) or HNSW beam; default: the index's")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     index, serve = _index_and_encoder(parser, args.index, "images", args.model, text_model_for)
     queries = serve(sentences=tf.constant(args.sentences))["embeddings"].numpy()
@@ -58,13 +78,18 @@ def search_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def annotate_main(argv: list[str] | None = None) -> int:
+def _annotate_command(argv: list[str]) -> int:
+    import tensorflow as tf
+
+    from vse_tf.serving.index import error_reason, image_model_for
+
     parser = argparse.ArgumentParser(description="Image annotation: images -> the nearest captions.")
     parser.add_argument("images", nargs="+")
     parser.add_argument("--captions_index", required=True)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--model", help="image encoder version dir (default: beside the index's text encoder)")
     parser.add_argument("--nprobe", type=int, help="lists probed (ivf, faiss-ivf*) or HNSW beam; default: the index's")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     index, serve = _index_and_encoder(parser, args.captions_index, "captions", args.model, image_model_for)
     status = 0

@@ -225,3 +225,37 @@ def test_a_command_prints_one_line_without_tensorflow_start_up_noise(tmp_path):
     assert result.stderr.splitlines() == [
         f"error: {tmp_path / 'nothing' / 'config.json'}: no config; is {tmp_path / 'nothing'} a training run directory?"
     ]
+
+
+@pytest.mark.parametrize(
+    "module, function, argv, message",
+    [
+        ("export.export", "main", ["--run", "{tmp}/none", "--out", "{tmp}/m"], "{tmp}/none/config.json: no config"),
+        ("export.projector", "main", ["--run", "{tmp}/none"], "{tmp}/none/config.json: no config"),
+        ("export.retrieval", "main", ["--image_index", "{tmp}/none", "--out", "{tmp}/m"], "{tmp}/none"),
+        ("export.index", "main", ["--update", "{tmp}/none"], "{tmp}/none"),
+        ("export.shards", "main", ["--data.data_dir", "{tmp}/none", "--out", "{tmp}/s"], "{tmp}/none"),
+        (
+            "export.convert_weights",
+            "main",
+            ["efficientnet_lite0", "--out", "{tmp}/x.weights.h5", "--state_dict", "{tmp}/no.pth"],
+            "{tmp}/no.pth",
+        ),
+        ("train.features", "main", ["--images", "{tmp}/none", "--out", "{tmp}/f"], "{tmp}/none"),
+        ("export.search", "search_main", ["a red block", "--index", "{tmp}/none"], "{tmp}/none"),
+    ],
+)
+def test_every_command_refuses_in_one_line_naming_the_path(tmp_path, capsys, module, function, argv, message):
+    import importlib
+
+    main = getattr(importlib.import_module(module), function)
+    try:
+        status = main([argument.format(tmp=tmp_path) for argument in argv])
+    except SystemExit as exit:  # argparse's parser.error: a usage line and the error line
+        status = exit.code
+        lines = capsys.readouterr().err.splitlines()
+        assert lines[0].startswith("usage:") and message.format(tmp=tmp_path) in lines[-1], lines
+        assert all(line.startswith(("usage:", " ")) for line in lines[:-1]), lines
+    else:
+        assert message.format(tmp=tmp_path) in one_error_line(capsys)
+    assert status not in (0, None)

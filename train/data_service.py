@@ -12,16 +12,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vse_tf.data.service import start_dispatcher, start_worker
+from train.flags import add_verbose_flag, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_serve, argv)
+
+
+def _serve(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    from vse_tf.data.service import start_dispatcher, start_worker
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("role", choices=("dispatcher", "worker"))
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
     parser.add_argument("--work_dir", default="", help="dispatcher: journal folder, so a restart recovers its jobs")
     parser.add_argument("--dispatcher", default="", help="worker: the dispatcher's HOST:PORT")
     parser.add_argument("--worker_address", default="", help="worker: HOST:PORT the trainers reach it at")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.role == "dispatcher":
         server = start_dispatcher(args.port, args.work_dir)

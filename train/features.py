@@ -20,11 +20,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from train.flags import add_verbose_flag, run_command
 from vse_tf.config import DATA_FORMATS
-from vse_tf.image.features import DEFAULT_IMAGE_SIZE, dataset_splits, source_data_config, write_split_features
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_features, argv)
+
+
+def _features(argv: list[str]) -> int:
+    # Imported here: module-level imports would load TensorFlow before run_command quietens it.
+    from vse_tf.image.features import DEFAULT_IMAGE_SIZE, dataset_splits, source_data_config, write_split_features
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", required=True, help="dataset JSON, its folder, or an Open Clip Art root")
     parser.add_argument("--image_root", default="", help="folder the dataset's image paths are relative to")
@@ -40,24 +47,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--out", required=True, help="output folder")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        background = tuple(int(value) for value in args.background.split(","))
-        data = source_data_config(args.images, args.out, args.format, args.image_root, args.annotations)
-        splits = dataset_splits(data)
-        manifest = write_split_features(
-            splits,
-            args.out,
-            args.backbone,
-            args.weights,
-            args.image_size or None,
-            args.batch_size,
-            progress=True,
-            background=background,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    background = tuple(int(value) for value in args.background.split(","))
+    data = source_data_config(args.images, args.out, args.format, args.image_root, args.annotations)
+    manifest = write_split_features(
+        dataset_splits(data),
+        args.out,
+        args.backbone,
+        args.weights,
+        args.image_size or None,
+        args.batch_size,
+        progress=True,
+        background=background,
+    )
     for split, counts in manifest["splits"].items():
         print(
             f"{split}: {counts['images']} images x {manifest['feature_dim']} -> {args.out}/{split}_ims.npy, "

@@ -144,5 +144,8 @@ def test_source_is_found_or_named(tiny_dataset, tmp_path):
         source_data_config(tmp_path, tmp_path, format="coco", annotations="c_{split}.json").annotations
         == "c_{split}.json"
     )
-    with pytest.raises(FileNotFoundError, match="expected one dataset_\\*.json"):
+    with pytest.raises(FileNotFoundError, match="no dataset_\\*.json .* pass its data.format"):
         source_data_config(tmp_path, tmp_path)
+    (tiny_dataset / "dataset_other.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="dataset_other.json, dataset_tiny.json.* pass one of them"):
+        source_data_config(tiny_dataset, tmp_path)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config, write_tiny_karpathy
 
+from vse_tf.data.skips import SkipLog
 from vse_tf.training import callbacks
 from vse_tf.training.checkpoints import read_record
 from vse_tf.training.resume import RunMismatchError
@@ -210,3 +211,30 @@ def test_sigkills_at_every_moment_end_with_the_uninterrupted_run(tmp_path):
         atol=1e-6,
     )
     assert not backup.parent.exists() and not list((tmp_path / "run").rglob(".partial-*"))
+
+
+def test_a_validation_image_tensorflow_cannot_decode_leaves_once_counted_not_every_epoch(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    """Screening passed it (here: it is broken after screening); validation must not crash on it."""
+    from vse_tf.training import trainer
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)  # a signature and no chunks: TensorFlow refuses it
+    real_load_splits = trainer.load_splits
+
+    def load_with_a_broken_val_image(config, names, skips):
+        splits = real_load_splits(config, names, skips)
+        val = splits["val"]
+        splits["val"] = dataclasses.replace(val, image_refs=(str(broken),) + val.image_refs[1:])
+        return splits
+
+    monkeypatch.setattr(trainer, "load_splits", load_with_a_broken_val_image)
+    run = train(tiny_config(tiny_dataset, tmp_path / "run"), verbose=0)
+    skipped = json.loads((tmp_path / "run" / "skipped.json").read_text())
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    val = real_load_splits(run.config, ("val",), SkipLog())["val"]
+    captions_of_first = sum(1 for image in val.caption_to_image if image == 0)
+    assert skipped["skipped"]["decode_failed"] == captions_of_first
+    assert any(str(broken) in example for example in skipped["files"]["decode_failed"])
+    assert len(history["val_rsum"]) == 2  # both epochs validated, on the 7 images left

@@ -167,10 +167,15 @@ def source_data_config(
     json_path = source
     if source.is_dir():
         candidates = sorted(source.glob("dataset_*.json"))
-        if len(candidates) != 1:
+        if len(candidates) > 1:
             raise FileNotFoundError(
-                f"{source}: expected one dataset_*.json (Karpathy layout) or png/ + svg/ (Open Clip Art), found "
-                f"{[path.name for path in candidates]}; for another layout pass its data.format"
+                f"{source}: {len(candidates)} Karpathy dataset files ({', '.join(path.name for path in candidates)}); "
+                "pass one of them as the source (--images FILE)"
+            )
+        if not candidates:
+            raise FileNotFoundError(
+                f"{source}: no dataset_*.json (Karpathy layout) and no png/ + svg/ (Open Clip Art); "
+                "for another layout pass its data.format (--format)"
             )
         json_path = candidates[0]
     if not json_path.is_file():

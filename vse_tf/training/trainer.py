@@ -28,6 +28,7 @@ from vse_tf.data.pipeline import (
 from vse_tf.data.records import RetrievalSplit
 from vse_tf.data.skips import SkipLog
 from vse_tf.data.splits import load_splits
+from vse_tf.evaluation.encode import decodable_split
 from vse_tf.files import write_text_atomic
 from vse_tf.model.distribution import make_strategy
 from vse_tf.model.dual_encoder import build_dual_encoder
@@ -80,9 +81,9 @@ def train(config: ExperimentConfig, verbose: int = 1, fresh: bool = False) -> Ru
     keras.utils.set_random_seed(config.train.seed)
     skips = SkipLog()
     splits = load_splits(config, ("train", "val"), skips)
-    report_skips(skips, run_dir, verbose=verbose > 0)
     train_split = splits["train"]
-    val_split = splits["val"].head(config.train.validation_max_images)
+    val_split = validation_split(splits["val"], config, skips)
+    report_skips(skips, run_dir, verbose=verbose > 0)
     vocabulary = text_vocabulary(config.text, train_split.captions)
     state = committed_state(config, vocabulary, fresh)
     if state is None:
@@ -218,6 +219,17 @@ def finish_run(run_dir: Path, commit: EpochCommit, summary: dict) -> None:
 def remove_backup(backup: Path) -> None:
     """Removes the backup folder of a finished run."""
     shutil.rmtree(backup.parent, ignore_errors=True)
+
+
+def validation_split(split: RetrievalSplit, config: ExperimentConfig, skips: SkipLog) -> RetrievalSplit:
+    """The first ``train.validation_max_images`` of ``split`` that TensorFlow decodes.
+
+    Validation decodes its images every epoch: one the screening passed but TensorFlow
+    refuses would end every epoch, so it leaves once here, counted in ``skips`` by file.
+    Shards were screened and decoded when they were written.
+    """
+    split = split.head(config.train.validation_max_images)
+    return split if config.data.format == "tfrecord" else decodable_split(split, config, skips)
 
 
 def validation_categories(config: ExperimentConfig, val_split: RetrievalSplit) -> tuple[str, ...] | None:
