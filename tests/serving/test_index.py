@@ -10,6 +10,7 @@ from export.search import annotate_main, search_main
 from vse_tf.model.dual_encoder import build_dual_encoder
 from vse_tf.serving.export import export_towers
 from vse_tf.serving.index import EmbeddingIndex, build_caption_index, build_image_index, top_k
+from vse_tf.serving.index_store import load_index
 from vse_tf.serving.model_card import WARMUP_FILE, read_warmup_requests
 from vse_tf.serving.retrieval_model import export_retrieval_model
 from vse_tf.text.tokenizer import SentenceTokenizer
@@ -129,3 +130,21 @@ def test_index_search_and_annotate_command_lines(gallery, tmp_path, capsys):
     captured = capsys.readouterr()
     assert any(caption in captured.out for caption in CAPTIONS)
     assert "broken.jpg" in captured.err
+    # querybank normalisation: the captions index is the bank of the sentence queries
+    bank_args = ["--querybank", str(captions_dir), "--qb_beta", "10"]
+    assert search_main(["a red block on the left", "--index", str(index_dir), "--k", "3", *bank_args]) == 0
+    printed = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    index = load_index(index_dir)
+    bank = load_index(captions_dir).gallery.embeddings.astype(np.float64)
+    query = (
+        tf.saved_model.load(str(gallery["paths"]["text_encoder"]))
+        .signatures["serving_default"](sentences=tf.constant(["a red block on the left"]))["embeddings"]
+        .numpy()[0]
+    )
+    items = index.gallery.embeddings.astype(np.float64)
+    offsets = np.log(np.exp(10 * items @ bank.T).sum(axis=1)) / 10  # float64 reference of the inverted softmax
+    expected = np.argsort(-(items @ query - offsets), kind="stable")[:3]
+    assert [row[2] for row in printed] == [index.gallery.ids[row] for row in expected]
+    with pytest.raises(SystemExit):  # a bank of images for sentence queries
+        search_main(["a red block", "--index", str(index_dir), "--querybank", str(index_dir)])
+    assert "--querybank" in capsys.readouterr().err
