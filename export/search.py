@@ -9,7 +9,7 @@ INDEX is an index folder (its newest version is searched) or one version directo
 any backend (exact, ivf, faiss-*); the output is the same. ``--querybank`` ranks by the
 inverted softmax (querybank normalisation) with a bank of queries like the real ones: an
 index of the training captions for image search, of the training images for annotation
-(built with the same export; see docs/search-exact.md). The printed scores are then
+(built with the same export; see docs/search.md). The printed scores are then
 ``s(q, g) - offset(g)``.
 """
 

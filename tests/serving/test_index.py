@@ -148,3 +148,30 @@ def test_index_search_and_annotate_command_lines(gallery, tmp_path, capsys):
     with pytest.raises(SystemExit):  # a bank of images for sentence queries
         search_main(["a red block", "--index", str(index_dir), "--querybank", str(index_dir)])
     assert "--querybank" in capsys.readouterr().err
+
+
+def test_retrieval_command_over_an_ivf_index_searches_its_lists(gallery, tmp_path, capsys):
+    from export.retrieval import main as retrieval_main
+
+    index_dir = tmp_path / "ivf_index"
+    model = str(gallery["paths"]["image_encoder"])
+    flags = ["--backend", "ivf", "--nlist", "3", "--nprobe", "3"]  # every list probed: the exact top-k
+    assert (
+        index_main(["--images", str(gallery["data"] / "images"), "--model", model, "--out", str(index_dir), *flags])
+        == 0
+    )
+    assert retrieval_main(["--image_index", str(index_dir), "--out", str(tmp_path / "models"), "--k", "4"]) == 0
+    assert "retrieval:" in capsys.readouterr().out
+    loaded = tf.saved_model.load(str(tmp_path / "models" / "retrieval" / "1"))
+    text = tf.saved_model.load(str(gallery["paths"]["text_encoder"])).signatures["serving_default"]
+    sentences = ["a red block on the left", "blue right"]
+    queries = text(sentences=tf.constant(sentences))["embeddings"].numpy()
+    index = load_index(index_dir)
+    scores = queries.astype(np.float64) @ index.gallery.embeddings.astype(np.float64).T
+    expected = np.array(index.gallery.ids)[np.argsort(-scores, axis=1, kind="stable")[:, :4]]
+    found = loaded.signatures["search"](sentences=tf.constant(sentences))["ids"].numpy().astype(str)
+    np.testing.assert_array_equal(found, expected)
+    tuned = loaded.signatures["search_tuned"](
+        sentences=tf.constant(sentences), nprobe=tf.constant(1, tf.int32), k=tf.constant(2, tf.int32)
+    )
+    assert tuned["ids"].shape == (2, 2)
