@@ -54,8 +54,8 @@ CASES = [("triplet", True), ("infonce", False), ("siglip", False), ("pairwise", 
 
 @pytest.mark.parametrize(("kind", "max_violation"), CASES)
 def test_cached_gradients_equal_the_one_pass_gradient(kind, max_violation):
-    micro_batch = 3  # uneven micro-batches: 3, 3, 3, 1
-    model, data = tiny_model(kind, max_violation), batch()
+    micro_batch = 3  # uneven micro-batches: 3, 3, 3, 1; the loss in chunks of 3 image rows (not pairwise)
+    model, data = tiny_model(kind, max_violation, micro_batch), batch()
     expected = one_pass_gradients(model, data)
     loss, got = tf.function(lambda d: cached_gradients(model, d, micro_batch))(data)
     assert len(got) == len(expected) == len(model.trainable_variables)

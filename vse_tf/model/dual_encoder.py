@@ -12,6 +12,12 @@ import tensorflow as tf
 from vse_tf.config import LOSS_KINDS, ExperimentConfig
 from vse_tf.image.towers import build_image_tower
 from vse_tf.model._keras_compat import BuildsWithoutData, reducible_log
+from vse_tf.model.chunked_losses import (
+    CHUNKED_LOSSES,
+    chunked_infonce_loss,
+    chunked_siglip_loss,
+    chunked_triplet_ranking_loss,
+)
 from vse_tf.model.distribution import gather_from_replicas, sum_over_replicas
 from vse_tf.model.gradient_cache import cached_gradients, check_cacheable
 from vse_tf.model.losses import (
@@ -159,12 +165,19 @@ class DualEncoder(BuildsWithoutData, keras.Model):
             "caption_embeddings": self.text_encoder(inputs["tokens"], training=training),
         }
 
-    def ranking_loss(self, embeddings: dict, image_ids: tf.Tensor, label_source: tf.Tensor | None = None) -> tf.Tensor:
+    def ranking_loss(
+        self, embeddings: dict, image_ids: tf.Tensor, label_source: tf.Tensor | None = None, chunk: int = 0
+    ) -> tf.Tensor:
         """The loss of one batch (summed; InfoNCE and SigLIP: their papers' mean over the batch).
 
         ``label_source`` is what the pairwise labels come from: ``float [B, S]`` siamese
         text vectors for ``finegrained``, ``int [B]`` category ids for ``category``.
+        ``chunk > 0`` computes the triplet, InfoNCE and SigLIP losses that many image rows
+        at a time (:mod:`vse_tf.model.chunked_losses`: the same value, ``[chunk, B]`` scores
+        at once) when the batch size is static; the pairwise losses take one block.
         """
+        if chunk and embeddings["image_embeddings"].shape[0] is not None and self.loss_kind in CHUNKED_LOSSES:
+            return self._chunked_loss(embeddings, image_ids, chunk)
         if self.loss_kind == "infonce":
             return infonce_loss(
                 embeddings["image_embeddings"],
@@ -196,6 +209,38 @@ class DualEncoder(BuildsWithoutData, keras.Model):
         return triplet_ranking_loss(
             embeddings["image_embeddings"],
             embeddings["caption_embeddings"],
+            margin=self.margin,
+            max_violation=self.max_violation > 0.5,
+            reduction="sum",
+            image_ids=image_ids,
+        )
+
+    def _chunked_loss(self, embeddings: dict, image_ids: tf.Tensor, chunk: int) -> tf.Tensor:
+        images, captions = embeddings["image_embeddings"], embeddings["caption_embeddings"]
+        if self.loss_kind == "infonce":
+            return chunked_infonce_loss(
+                images,
+                captions,
+                chunk=chunk,
+                log_logit_scale=self.loss_scalars["log_logit_scale"],
+                max_logit_scale=self.max_logit_scale,
+                reduction="mean",
+                image_ids=image_ids,
+            )
+        if self.loss_kind == "siglip":
+            return chunked_siglip_loss(
+                images,
+                captions,
+                chunk=chunk,
+                log_scale=self.loss_scalars["siglip_log_scale"],
+                bias=self.loss_scalars["siglip_bias"],
+                reduction="mean",
+                image_ids=image_ids,
+            )
+        return chunked_triplet_ranking_loss(
+            images,
+            captions,
+            chunk=chunk,
             margin=self.margin,
             max_violation=self.max_violation > 0.5,
             reduction="sum",
@@ -234,6 +279,7 @@ class DualEncoder(BuildsWithoutData, keras.Model):
             {"image_embeddings": images, "caption_embeddings": captions},
             image_ids,
             label_source[0] if label_source else None,
+            chunk=self.micro_batch,
         )
 
     def train_step(self, data):

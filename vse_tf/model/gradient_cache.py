@@ -90,7 +90,11 @@ def _embed_without_tape(model, data: dict, slices: tf.Tensor) -> tuple[tf.Tensor
         return index + 1, image_array, caption_array
 
     _, image_array, caption_array = tf.while_loop(lambda index, *_: index < count, body, [0, *arrays])
-    return image_array.concat(), caption_array.concat()
+    images, captions = image_array.concat(), caption_array.concat()
+    rows = data["tokens"].shape[0]  # static in training (whole batches): the chunked loss needs it
+    images.set_shape([rows, None])
+    captions.set_shape([rows, None])
+    return images, captions
 
 
 def _loss_and_embedding_gradients(model, data: dict, images: tf.Tensor, captions: tf.Tensor):
