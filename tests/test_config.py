@@ -97,6 +97,8 @@ OUT_OF_RANGE = {
     "image.cnn_convs_per_stage": 0,
     "image.batchnorm_momentum": 1.0,
     "image.dropout": 1.0,
+    "image.trainable_layers": -2,
+    "image.pretrained_learning_rate_multiplier": 0.0,
     "text.max_length": 0,
     "text.min_word_count": 0,
     "text.word_dim": 0,
@@ -145,6 +147,58 @@ def test_a_value_out_of_range_is_refused_in_one_line_naming_the_field(name, valu
         with_overrides(ExperimentConfig(), {name: value})
     message = str(error.value)
     assert name in message and "\n" not in message, message
+
+
+def test_image_fine_tuning_fields_round_trip_and_finetune_means_every_block(tmp_path):
+    config = ExperimentConfig(
+        image=ImageTowerConfig(backbone="vgg19", trainable_layers=3, pretrained_learning_rate_multiplier=0.25)
+    )
+    config.save(tmp_path / "config.json")
+    saved = json.loads((tmp_path / "config.json").read_text())["image"]
+    assert (saved["trainable_layers"], saved["pretrained_learning_rate_multiplier"]) == (3, 0.25)
+    assert ExperimentConfig.load(tmp_path / "config.json") == config
+    assert config.image.backbone_trainable_layers == 3
+    # A config written before the two fields existed: finetune alone trains every block.
+    older = {"image": {"backbone": "efficientnet_lite0", "finetune": True}}
+    image = ExperimentConfig.from_json(json.dumps(older)).image
+    assert (image.trainable_layers, image.backbone_trainable_layers, image.pretrained_learning_rate_multiplier) == (
+        0,
+        -1,
+        0.1,
+    )
+    assert ImageTowerConfig(backbone="vgg19", finetune=True, trainable_layers=-1).backbone_trainable_layers == -1
+    assert ImageTowerConfig(backbone="efficientnet_lite0", trainable_layers=17).backbone_trainable_layers == 17
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (
+            {"backbone": "vgg19", "finetune": True, "trainable_layers": 2},
+            "image.finetune=true trains the whole backbone but image.trainable_layers=2 only its top blocks: "
+            "set one of them",
+        ),
+        (
+            {"backbone": "efficientnet_lite0", "trainable_layers": 18},
+            "image.trainable_layers must be <= 17 for efficientnet_lite0 (its blocks; -1: all), got 18",
+        ),
+        ({"backbone": "vgg19", "trainable_layers": 8}, "image.trainable_layers must be <= 7 for vgg19"),
+        (
+            {"backbone": "small_cnn", "trainable_layers": -1},
+            "image.trainable_layers works with the pretrained backbones ('vgg19', 'efficientnet_lite0'), "
+            "got image.backbone='small_cnn'",
+        ),
+        ({"backbone": "features", "trainable_layers": 1}, "got image.backbone='features'"),
+        (
+            {"pretrained_learning_rate_multiplier": 1.5},
+            "image.pretrained_learning_rate_multiplier must be in (0.0, 1.0]",
+        ),
+    ],
+)
+def test_contradictory_image_fine_tuning_fields_are_refused_in_one_line(fields, message):
+    with pytest.raises(ValueError) as error:
+        ImageTowerConfig(**fields)
+    assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
 def test_zero_or_empty_filters_are_refused():

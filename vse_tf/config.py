@@ -31,6 +31,10 @@ SIAMESE_ENCODERS = ("gru", "graph")
 TEXT_POOLINGS = ("mean", "cls")
 LOSS_KINDS = ("triplet", "pairwise", "category", "finegrained", "infonce", "siglip")
 MONITORS = ("val_rsum", "val_mean_map")
+# The pretrained image backbones and how many blocks ``image.trainable_layers`` counts in each
+# (bottom to top; see vse_tf.image.towers.backbone_blocks): VGG-19's five conv stages, fc6 and
+# fc7; EfficientNet-Lite0's 16 MBConv blocks and its head conv (the stem is below them).
+BACKBONE_BLOCKS = {"vgg19": 7, "efficientnet_lite0": 17}
 
 
 def at_least(name: str, value: float, minimum: float, why: str = "") -> None:
@@ -127,7 +131,17 @@ class ImageTowerConfig:
         image_size: square input side in pixels (images are resized to it).
         weights: ``vgg19`` / ``efficientnet_lite0``: empty for random init, else a local
             ``.weights.h5`` file of the whole classifier.
-        finetune: train the backbone's weights too (``vgg19``, ``efficientnet_lite0``).
+        finetune: train the whole backbone (``vgg19``, ``efficientnet_lite0``); the same as
+            ``trainable_layers=-1``, kept for older configs (with ``trainable_layers`` it must
+            be 0 or -1).
+        trainable_layers: ``vgg19`` / ``efficientnet_lite0``: 0 keeps the backbone frozen
+            (BatchNorm in inference mode), N > 0 trains its top N blocks (``BACKBONE_BLOCKS``:
+            VGG-19's conv stages ``block1``..``block5``, then ``fc1`` and ``fc2``;
+            EfficientNet-Lite0's MBConv blocks ``block0``..``block15``, then the head conv),
+            -1 trains all of it (Lite0's stem included). BatchNorm layers of the frozen
+            blocks stay in inference mode while the others train.
+        pretrained_learning_rate_multiplier: the backbone's trainable weights learn at
+            ``train.learning_rate`` times this; the projection at the full rate.
         feature_dim: input width of the ``features`` backbone.
         cnn_filters: ``small_cnn`` filters per stage; each stage halves the resolution.
         cnn_convs_per_stage: ``small_cnn`` 3x3 convolutions in each stage.
@@ -141,6 +155,8 @@ class ImageTowerConfig:
     image_size: int = 64
     weights: str = ""
     finetune: bool = False
+    trainable_layers: int = 0
+    pretrained_learning_rate_multiplier: float = 0.1
     feature_dim: int = 4096
     cnn_filters: tuple[int, ...] = (32, 64, 128, 256)
     cnn_convs_per_stage: int = 2
@@ -160,6 +176,36 @@ class ImageTowerConfig:
         at_least("image.cnn_convs_per_stage", self.cnn_convs_per_stage, 1)
         in_range("image.batchnorm_momentum", self.batchnorm_momentum, 0.0, 1.0, high_open=True)
         in_range("image.dropout", self.dropout, 0.0, 1.0, high_open=True)
+        in_range(
+            "image.pretrained_learning_rate_multiplier",
+            self.pretrained_learning_rate_multiplier,
+            0.0,
+            1.0,
+            low_open=True,
+        )
+        at_least("image.trainable_layers", self.trainable_layers, -1, " (-1: all)")
+        if self.trainable_layers:
+            if self.backbone not in BACKBONE_BLOCKS:
+                raise ValueError(
+                    f"image.trainable_layers works with the pretrained backbones {tuple(BACKBONE_BLOCKS)}, "
+                    f"got image.backbone={self.backbone!r}"
+                )
+            blocks = BACKBONE_BLOCKS[self.backbone]
+            if self.trainable_layers > blocks:
+                raise ValueError(
+                    f"image.trainable_layers must be <= {blocks} for {self.backbone} (its blocks; -1: all), "
+                    f"got {self.trainable_layers}"
+                )
+            if self.finetune and self.trainable_layers != -1:
+                raise ValueError(
+                    f"image.finetune=true trains the whole backbone but image.trainable_layers={self.trainable_layers} "
+                    "only its top blocks: set one of them"
+                )
+
+    @property
+    def backbone_trainable_layers(self) -> int:
+        """``trainable_layers``, with ``finetune`` meaning -1 (the whole backbone trains)."""
+        return -1 if self.finetune else self.trainable_layers
 
 
 @dataclasses.dataclass(frozen=True)

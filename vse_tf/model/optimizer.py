@@ -1,8 +1,9 @@
-"""The optimizer: Adam with a step or cosine schedule, global-norm clipping and a slower rate for pretrained weights."""
+"""The optimizer: Adam with a step or cosine schedule, global-norm clipping and slower rates for pretrained weights."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import keras
 
@@ -10,26 +11,41 @@ from vse_tf.config import ExperimentConfig
 from vse_tf.model.distribution import replica_clipnorm
 
 
-@keras.saving.register_keras_serializable(package="vse_tf")
-class ScaledRateAdam(keras.optimizers.Adam):
-    """Adam whose learning rate is multiplied for some variables (pretrained weights being fine-tuned).
+class ScaledRate:
+    """Mixin for a Keras optimizer: chosen variables learn at a multiple of its learning rate.
 
-    Scaling the gradient would not do: Adam's step does not depend on the gradient's scale.
+    ``class ScaledRateAdam(ScaledRate, keras.optimizers.Adam)``. The multiple is applied to the
+    rate inside ``update_step``, so it holds for any update rule (scaling the gradient would not
+    do: Adam's step does not depend on the gradient's scale) and under ``tf.distribute``
+    (``update_step`` then sees each replica's copy of a variable, looked up by the one the
+    optimizer was built with).
 
     Args:
-        scaled_variables: the variables that learn at ``learning_rate * multiplier``.
-        multiplier: the factor, in (0, 1] for a pretrained part.
-        **kwargs: as for ``keras.optimizers.Adam``.
+        rate_multipliers: multiplier -> the variables that learn at ``learning_rate * multiplier``
+            (pretrained weights being fine-tuned); every other variable learns at the rate. A
+            variable listed under two different multipliers is refused.
+        *args, **kwargs: as for the optimizer.
+
+    The groups hold variables, which a config cannot: ``get_config`` has none of them.
     """
 
-    def __init__(self, *args, scaled_variables: Sequence = (), multiplier: float = 1.0, **kwargs):
+    def __init__(self, *args, rate_multipliers: Mapping[float, Sequence] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._scaled_ids = {id(variable) for variable in scaled_variables}
-        self.multiplier = float(multiplier)
+        self._rate_multipliers: dict[int, float] = {}
+        for multiplier, variables in (rate_multipliers or {}).items():
+            multiplier = float(multiplier)
+            if not (math.isfinite(multiplier) and multiplier > 0.0):
+                raise ValueError(f"a learning-rate multiplier must be a positive number, got {multiplier!r}")
+            for variable in variables:
+                known = self._rate_multipliers.setdefault(id(variable), multiplier)
+                if known != multiplier:
+                    raise ValueError(
+                        f"{variable.path} is given two learning-rate multipliers, {known} and {multiplier}"
+                    )
 
     def build(self, variables):
         super().build(variables)
-        self._multipliers = [self.multiplier if id(variable) in self._scaled_ids else 1.0 for variable in variables]
+        self._multipliers = [self._rate_multipliers.get(id(variable), 1.0) for variable in variables]
 
     def update_step(self, gradient, variable, learning_rate):
         multiplier = self._multipliers[self._get_variable_index(variable)]
@@ -37,25 +53,36 @@ class ScaledRateAdam(keras.optimizers.Adam):
             learning_rate = learning_rate * multiplier
         return super().update_step(gradient, variable, learning_rate)
 
-    def get_config(self):
-        return {**super().get_config(), "multiplier": self.multiplier}
+
+@keras.saving.register_keras_serializable(package="vse_tf")
+class ScaledRateAdam(ScaledRate, keras.optimizers.Adam):
+    """Adam whose learning rate is multiplied for some variables (see :class:`ScaledRate`)."""
 
 
 def build_optimizer(
-    config: ExperimentConfig, steps_per_epoch: int, num_replicas: int = 1, pretrained_variables: Sequence = ()
+    config: ExperimentConfig,
+    steps_per_epoch: int,
+    num_replicas: int = 1,
+    pretrained_variables: Sequence = (),
+    backbone_variables: Sequence = (),
 ) -> keras.optimizers.Optimizer:
     """Adam with the configured schedule and global-norm gradient clipping (loss-scaled when mixed precision).
 
-    ``pretrained_variables`` (the text tower's trainable pretrained weights, see
-    :func:`vse_tf.text.towers.pretrained_variables`) learn at
-    ``text.pretrained_learning_rate_multiplier`` times the rate.
+    Two groups learn at a multiple of the rate (:class:`ScaledRateAdam`):
+    ``pretrained_variables``, the text tower's trainable pretrained weights (see
+    :func:`vse_tf.text.towers.pretrained_variables`), at
+    ``text.pretrained_learning_rate_multiplier``, and ``backbone_variables``, the image
+    tower's trainable backbone weights (:func:`vse_tf.image.towers.backbone_variables`), at
+    ``image.pretrained_learning_rate_multiplier``. Every other variable learns at the rate.
     """
     train = config.train
+    groups: dict[float, list] = {}
+    groups.setdefault(config.text.pretrained_learning_rate_multiplier, []).extend(pretrained_variables)
+    groups.setdefault(config.image.pretrained_learning_rate_multiplier, []).extend(backbone_variables)
     optimizer = ScaledRateAdam(
         learning_rate=learning_rate_schedule(config, steps_per_epoch),
         global_clipnorm=replica_clipnorm(train.grad_clip_norm, num_replicas),
-        scaled_variables=pretrained_variables,
-        multiplier=config.text.pretrained_learning_rate_multiplier,
+        rate_multipliers=groups,
     )
     if train.mixed_precision:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

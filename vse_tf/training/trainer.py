@@ -30,6 +30,7 @@ from vse_tf.data.skips import SkipLog
 from vse_tf.data.splits import load_splits
 from vse_tf.evaluation.encode import decodable_split
 from vse_tf.files import write_text_atomic
+from vse_tf.image.towers import backbone_variables
 from vse_tf.model.distribution import make_strategy
 from vse_tf.model.dual_encoder import build_dual_encoder
 from vse_tf.model.optimizer import build_optimizer
@@ -105,7 +106,13 @@ def train(config: ExperimentConfig, verbose: int = 1, fresh: bool = False) -> Ru
     steps_per_epoch = _steps_per_epoch(config, train_split)
     with strategy.scope():
         model = build_dual_encoder(config, vocabulary)
-        optimizer = build_optimizer(config, steps_per_epoch, replicas, pretrained_variables(model.text_encoder))
+        optimizer = build_optimizer(
+            config,
+            steps_per_epoch,
+            replicas,
+            pretrained_variables(model.text_encoder),
+            backbone_variables(model.image_encoder),
+        )
         model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
     if config.text.encoder == "graph":
         initialize_word_graph(model.text_encoder, tuple(train_split.captions), vocabulary)  # shards: streamed in

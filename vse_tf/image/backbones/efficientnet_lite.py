@@ -100,6 +100,18 @@ def lite0_blocks() -> list[Block]:
     return blocks
 
 
+def finetuning_blocks(model: keras.Model) -> list[list[layers.Layer]]:
+    """The layers of each block fine-tuning counts, bottom to top: the 16 MBConv blocks
+    (``block<i>_...``), then the head conv (``head_conv``, ``head_bn``, ``head_relu6``).
+    The stem and the weightless normalisation and pooling belong to none.
+
+    Args:
+        model: from :func:`build_efficientnet_lite0`, or a sub-model of it keeping those names.
+    """
+    prefixes = [f"block{block.index}_" for block in lite0_blocks()] + ["head_"]
+    return [[layer for layer in model.layers if layer.name.startswith(prefix)] for prefix in prefixes]
+
+
 def build_efficientnet_lite0(include_top: bool = True, name: str = "efficientnet_lite0") -> keras.Model:
     """EfficientNet-Lite0 with random weights.
 
