@@ -176,6 +176,37 @@ def test_ceiling(config: ExperimentConfig) -> dict[str, float]:
     return retrieval_ceiling(titles, [titles[image].count("\n") + 1 for image in range(test.num_images)])
 
 
+def oracle_features(config: ExperimentConfig, source: Path, target: Path) -> Path:
+    """An ablation's image side: each drawing's "features" are the pretrained MiniLM vector
+    (384-d, unit) of its own title(s), in the rows and splits of ``source``. A model trained on
+    them shows how far the text side and the loss go when the image side is perfect."""
+    import json
+
+    from vse_tf.text.minilm import build_pretrained_sentence_encoder
+    from vse_tf.text.wordpiece import WordPieceTokenizer, vocabulary_from_tokenizer_json
+
+    encoder, pretrained = build_pretrained_sentence_encoder()
+    tokenizer = WordPieceTokenizer(vocabulary_from_tokenizer_json(pretrained.tokenizer_json), 32)
+    target.mkdir(parents=True, exist_ok=True)
+    record = json.loads((source / "features.json").read_text())
+    for split in record["splits"]:
+        data = load_split(config, split)
+        vectors = np.concatenate(
+            [
+                encoder.predict_on_batch(tokenizer(tf.constant(list(data.captions[start : start + 256]))))
+                for start in range(0, data.num_captions, 256)
+            ]
+        )
+        rows = np.zeros([data.num_images, vectors.shape[1]])
+        np.add.at(rows, np.asarray(data.caption_to_image), vectors)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        np.save(target / f"{split}_ims.npy", rows.astype(np.float32))
+        shutil.copyfile(source / f"{split}_caps.txt", target / f"{split}_caps.txt")
+    record.update(feature_dim=int(vectors.shape[1]), backbone="features", note="oracle: MiniLM vectors of the titles")
+    (target / "features.json").write_text(json.dumps(record))
+    return target
+
+
 def chance_levels(config: ExperimentConfig) -> dict:
     """R@1 of a random ranking and the MAP of a random ranking (share of same-category pairs)."""
     test = load_split(config, "test")
@@ -200,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse_features", action="store_true", help="keep features already in --work")
     parser.add_argument("--grid", choices=("towers", "backbones"), default="towers")
     parser.add_argument("--minilm_epochs", type=int, default=0, help="towers grid: MiniLM rows' epochs (0: --epochs)")
+    parser.add_argument(
+        "--oracle", action="store_true", help="towers grid: also the GRU rows on title vectors as image features"
+    )
+    parser.add_argument("--results", default="", help="results file name (default: openclipart / openclipart_towers)")
     parser.add_argument("--only", default="", help="towers grid: comma-separated TEXT_LOSS names to run (default all)")
     args = parser.parse_args(argv)
     if not (args.root / "png").is_dir() or not (args.root / "svg").is_dir():
@@ -238,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     (print_towers_table if args.grid == "towers" else print_table)(rows, chance, dataset)
     config_json = dataclasses.asdict(config)
     path = write_results(
-        "openclipart" if args.grid == "backbones" else "openclipart_towers",
+        args.results or ("openclipart" if args.grid == "backbones" else "openclipart_towers"),
         {
             "tensorflow": tf.__version__,
             "command": "python bench/openclipart.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -256,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 def towers_grid(args, imagenet: Path, seconds: dict) -> tuple[list[dict], ExperimentConfig]:
     folder = standardized_copy(imagenet, args.work / f"{imagenet.name}_zscore")
     wanted = set(filter(None, args.only.split(",")))
+    config = tower_experiment(args.work, folder, "gru", "triplet", args)
     rows = []
     for text in TEXT_TOWERS:
         for loss in LOSSES:
@@ -273,6 +309,22 @@ def towers_grid(args, imagenet: Path, seconds: dict) -> tuple[list[dict], Experi
                 f"with querybank normalisation {metrics['qb_rsum']:.1f}",
                 flush=True,
             )
+    if args.oracle:
+        oracle = oracle_features(config, imagenet, args.work / "features_oracle_titles")
+        for loss in ("triplet", "infonce"):
+            config = tower_experiment(args.work, oracle, "gru", loss, args)
+            config = dataclasses.replace(
+                config,
+                image=dataclasses.replace(config.image, feature_dim=int(np.load(oracle / "train_ims.npy").shape[1])),
+                train=dataclasses.replace(config.train, run_dir=str(args.work / "runs" / f"oracle_gru_{loss}")),
+            )
+            started = time.perf_counter()
+            run = train(config, verbose=0, fresh=True)
+            metrics = evaluate_with_querybank(run)
+            rows.append(
+                {"text": "gru", "loss": loss, "image": "oracle", **metrics, "seconds": time.perf_counter() - started}
+            )
+            print(f"oracle image side, gru_{loss}: rsum {metrics['rsum']:.1f}", flush=True)
     return rows, config
 
 
@@ -329,7 +381,8 @@ def print_towers_table(rows: list[dict], chance: dict, dataset: dict) -> None:
     for row in rows:
         recalls = " ".join(f"{row[key]:7.1f}" for key in keys)
         qb_r1 = f"{row['qb_i2t_r1']:.1f}/{row['qb_t2i_r1']:.1f}"
-        print(f"{row['text']:<14} {row['loss']:<8} {recalls} {qb_r1:>7} {row['i2t_map']:7.3f} {row['seconds']:7.0f}")
+        text = row["text"] + (" (oracle)" if row.get("image") == "oracle" else "")
+        print(f"{text:<14} {row['loss']:<8} {recalls} {qb_r1:>7} {row['i2t_map']:7.3f} {row['seconds']:7.0f}")
     print(f"chance: R@1 {chance['r1']:.2f}%, MAP about {chance['map']:.3f}")
 
 
