@@ -39,6 +39,7 @@ from results_file import RESULTS_DIR, write_results  # noqa: E402
 from vse_tf.serving import faiss_index  # noqa: E402
 from vse_tf.serving.index import EmbeddingIndex  # noqa: E402
 from vse_tf.serving.index_store import BACKENDS, SearchIndex, load_index, write_index  # noqa: E402
+from vse_tf.serving.ivf import default_nlist  # noqa: E402
 
 K = 10
 TOPICS = 100
@@ -129,10 +130,26 @@ def queries_per_second(search, queries: np.ndarray, batch: int, budget_seconds: 
     return done / (time.perf_counter() - started)
 
 
+# The core-TF IVF gathers every probed list's vectors for each query of a request:
+# queries x nprobe x (items / nlist) rows of D floats. Recall is measured in requests of at
+# most this many gathered rows (2 GB at D = 256).
+GATHERED_ROWS = 2_000_000
+
+
+def request_size(index: SearchIndex, nprobe: int | None) -> int:
+    if index.backend != "ivf":
+        return 256
+    probes = nprobe or index.params["nprobe"]
+    items = len(index.gallery.ids)
+    per_list = items / min(items, int(index.params.get("nlist") or default_nlist(items)))
+    return int(max(1, min(256, GATHERED_ROWS // max(1.0, probes * per_list))))
+
+
 def all_results(index: SearchIndex, queries: np.ndarray, nprobe: int | None) -> list[list[str]]:
     found: list[list[str]] = []
-    for start in range(0, len(queries), 256):
-        found.extend(index.search(queries[start : start + 256], K, nprobe)[0])
+    size = request_size(index, nprobe)
+    for start in range(0, len(queries), size):
+        found.extend(index.search(queries[start : start + size], K, nprobe)[0])
     return found
 
 
