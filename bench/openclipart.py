@@ -42,7 +42,7 @@ from vse_tf.evaluation.ceiling import retrieval_ceiling
 from vse_tf.evaluation.encode import encode_split, evaluate_encoded
 from vse_tf.evaluation.metrics import evaluate_retrieval
 from vse_tf.image.backbones.convert import convert_backbone
-from vse_tf.image.features import write_precomp_features
+from vse_tf.image.features import standardize_features, write_precomp_features
 from vse_tf.training.trainer import train
 
 DATASET = "openclipart"
@@ -74,21 +74,13 @@ def prepare_dataset(root: Path, work: Path, max_drawings: int = 0) -> dict:
 
 
 def standardized_copy(source: Path, target: Path) -> Path:
-    """The features z-scored per dimension with the training split's mean and std.
-
-    Randomly initialised EfficientNet features are tiny (about 1e-12: the signal shrinks
-    through 16 blocks whose batch norms hold identity statistics), so the random backbone
-    gets a fair chance only after rescaling; the ImageNet features get the same treatment.
-    """
-    target.mkdir(parents=True, exist_ok=True)
-    train = np.load(source / "train_ims.npy").astype(np.float64)
-    mean, std = train.mean(axis=0), train.std(axis=0)
-    std[std == 0] = 1.0
-    for split_file in sorted(source.glob("*_ims.npy")):
-        features = (np.load(split_file).astype(np.float64) - mean) / std
-        np.save(target / split_file.name, features.astype(np.float32))
-    for other in list(source.glob("*_caps.txt")) + [source / "features.json"]:
-        shutil.copyfile(other, target / other.name)
+    """The features z-scored per dimension with the training split's mean and std, recorded in
+    ``features.json`` so that the export applies the same map (:func:`standardize_features`).
+    Randomly initialised EfficientNet features are tiny (about 1e-12), so the random backbone
+    gets a fair chance only after rescaling; the ImageNet features get the same treatment."""
+    if target.exists():
+        shutil.rmtree(target)
+    standardize_features(source, target)
     return target
 
 

@@ -30,7 +30,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _features(argv: list[str]) -> int:
     # Imported here: module-level imports would load TensorFlow before run_command quietens it.
-    from vse_tf.image.features import DEFAULT_IMAGE_SIZE, dataset_splits, source_data_config, write_split_features
+    from vse_tf.image.features import (
+        DEFAULT_IMAGE_SIZE,
+        dataset_splits,
+        source_data_config,
+        standardize_features,
+        write_split_features,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", required=True, help="dataset JSON, its folder, or an Open Clip Art root")
@@ -46,6 +52,11 @@ def _features(argv: list[str]) -> int:
         "--background", default="255,255,255", help="R,G,B transparent pixels are composited onto (image.background)"
     )
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument(
+        "--standardize",
+        action="store_true",
+        help="z-score each dimension by the train split's mean and std (recorded; the export applies it too)",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
@@ -61,6 +72,9 @@ def _features(argv: list[str]) -> int:
         progress=True,
         background=background,
     )
+    if args.standardize:
+        standardize_features(args.out)
+        print(f"standardised: {args.out}/*_ims.npy z-scored by the train split's mean and std (features.json)")
     for split, counts in manifest["splits"].items():
         print(
             f"{split}: {counts['images']} images x {manifest['feature_dim']} -> {args.out}/{split}_ims.npy, "

@@ -112,10 +112,27 @@ def recorded_backbone(features_dir: str | os.PathLike, record: dict) -> keras.Mo
         )
     size = int(record["image_size"])
     if record["weights_kind"] == CLASSIFIER_WEIGHTS:
-        return build_feature_extractor(record["backbone"], str(path), size)
-    extractor = build_feature_extractor(record["backbone"], "", size)
-    extractor.load_weights(str(path))
-    return extractor
+        extractor = build_feature_extractor(record["backbone"], str(path), size)
+    else:
+        extractor = build_feature_extractor(record["backbone"], "", size)
+        extractor.load_weights(str(path))
+    return _standardized(extractor, record.get("standardization"))
+
+
+def _standardized(extractor: keras.Model, standardization: dict | None) -> keras.Model:
+    """``extractor`` followed by ``(x - mean) / std`` when the record holds a standardization."""
+    if not standardization:
+        return extractor
+    mean = np.asarray(standardization["mean"], np.float64)
+    std = np.asarray(standardization["std"], np.float64)
+    if mean.shape != std.shape or mean.shape != (int(extractor.output.shape[-1]),):
+        raise ValueError(
+            f"{RECORD_FILE}: standardization of {mean.shape[0]} dims, the backbone gives {extractor.output.shape[-1]}"
+        )
+    scaled = keras.layers.Rescaling(
+        scale=(1.0 / std).astype(np.float32), offset=(-mean / std).astype(np.float32), name="feature_standardization"
+    )(extractor.output)
+    return keras.Model(extractor.input, scaled, name=f"{extractor.name}_standardized")
 
 
 def degenerate_features_warning(features: np.ndarray, split_name: str) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,7 @@ from vse_tf.image.feature_record import (
     PREPROCESSING,
     RECORD_FILE,
     degenerate_features_warning,
+    read_feature_record,
     sha256_file,
 )
 from vse_tf.image.towers import build_image_tower
@@ -261,6 +263,49 @@ def write_split_features(
             manifest["warnings"].append(warning)
     write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def standardize_features(source: str | os.PathLike, target: str | os.PathLike | None = None) -> dict:
+    """Z-scores a features folder per dimension with its training split's mean and std.
+
+    Writes ``target`` (default: ``source`` itself): every ``{split}_ims.npy`` as
+    ``(x - mean) / std`` in float32 (computed in float64; a zero std counts as 1), the
+    captions, the backbone weights when the record keeps them in the folder, and
+    ``features.json`` with ``standardization`` (``mean``, ``std`` of the ``train`` split) so
+    that the export applies the same map after the recorded backbone. Pretrained features
+    of widely different scales per dimension train better so; a random backbone's tiny
+    ones (about 1e-11) carry anything only so.
+
+    Returns:
+        The new record.
+
+    Raises:
+        ValueError: the folder is standardised already, or has no ``train_ims.npy``.
+    """
+    source = Path(source)
+    target = source if target is None else Path(target)
+    record = read_feature_record(source)
+    if record is None:
+        raise ValueError(f"{source}: no {MANIFEST}; standardize a folder python -m train.features wrote")
+    if "standardization" in record:
+        raise ValueError(f"{source / MANIFEST}: the features are standardised already")
+    if not (source / "train_ims.npy").is_file():
+        raise ValueError(f"{source}: no train_ims.npy to take the mean and std from")
+    train = np.load(source / "train_ims.npy").astype(np.float64)
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    std[std == 0] = 1.0
+    target.mkdir(parents=True, exist_ok=True)
+    for split_name in record["splits"]:
+        features = (np.load(source / f"{split_name}_ims.npy").astype(np.float64) - mean) / std
+        with atomic_path(target / f"{split_name}_ims.npy") as temporary:
+            np.save(temporary, features.astype(np.float32))
+        if target != source:
+            shutil.copyfile(source / f"{split_name}_caps.txt", target / f"{split_name}_caps.txt")
+    if target != source and record["weights_kind"] == EXTRACTOR_WEIGHTS:
+        shutil.copyfile(source / record["weights"], target / record["weights"])
+    record = {**record, "standardization": {"split": "train", "mean": mean.tolist(), "std": std.tolist()}}
+    write_text_atomic(target / MANIFEST, json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def _weights_record(extractor: keras.Model, out_dir: Path, backbone: str, weights: str) -> dict:

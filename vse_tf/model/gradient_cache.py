@@ -89,7 +89,10 @@ def _embed_without_tape(model, data: dict, slices: tf.Tensor) -> tuple[tf.Tensor
         )
         return index + 1, image_array, caption_array
 
-    _, image_array, caption_array = tf.while_loop(lambda index, *_: index < count, body, [0, *arrays])
+    # parallel_iterations=2: at most two micro-batches' activations at once (the default allows 10)
+    _, image_array, caption_array = tf.while_loop(
+        lambda index, *_: index < count, body, [0, *arrays], parallel_iterations=2
+    )
     images, captions = image_array.concat(), caption_array.concat()
     rows = data["tokens"].shape[0]  # static in training (whole batches): the chunked loss needs it
     images.set_shape([rows, None])
@@ -129,7 +132,9 @@ def _backpropagate(model, data: dict, slices: tf.Tensor, embedding_gradients, va
         return (index + 1, *[total + gradients[i] for total, i in zip(totals, present)])
 
     count = tf.shape(slices)[0]
-    _, *totals = tf.while_loop(lambda index, *_: index < count, body, [1, *[first[i] for i in present]])
+    _, *totals = tf.while_loop(
+        lambda index, *_: index < count, body, [1, *[first[i] for i in present]], parallel_iterations=2
+    )
     summed = [None] * len(variables)
     for position, total in zip(present, totals):
         summed[position] = total
