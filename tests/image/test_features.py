@@ -149,3 +149,30 @@ def test_source_is_found_or_named(tiny_dataset, tmp_path):
     (tiny_dataset / "dataset_other.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="dataset_other.json, dataset_tiny.json.* pass one of them"):
         source_data_config(tiny_dataset, tmp_path)
+
+
+def test_standardized_features_are_z_scores_and_the_recorded_backbone_applies_them(tiny_dataset, tmp_path, capsys):
+    from vse_tf.image.features import standardize_features
+
+    raw, standardized = tmp_path / "raw", tmp_path / "z"
+    arguments = ["--images", str(tiny_dataset), "--backbone", "small_cnn", "--image_size", "16"]
+    assert features_main([*arguments, "--out", str(raw)]) == 0
+    assert features_main([*arguments, "--out", str(tmp_path / "cli"), "--standardize"]) == 0
+    assert "standardised" in capsys.readouterr().out
+    assert "standardization" in json.loads((tmp_path / "cli" / "features.json").read_text())
+    standardize_features(raw, standardized)  # beside the raw folder, from its features
+    train = np.load(raw / "train_ims.npy").astype(np.float64)
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    std[std == 0] = 1.0
+    for split in ("train", "val", "test"):  # the reference: float64 z-scores of the raw features
+        expected = (np.load(raw / f"{split}_ims.npy").astype(np.float64) - mean) / std
+        np.testing.assert_allclose(np.load(standardized / f"{split}_ims.npy"), expected, rtol=1e-5, atol=1e-5)
+    record = json.loads((standardized / "features.json").read_text())
+    assert record["standardization"]["split"] == "train" and len(record["standardization"]["mean"]) == train.shape[1]
+    # the exported route: the recorded backbone then the same affine map, on the pictures themselves
+    split = dataset_splits(source_data_config(tiny_dataset, tmp_path))["test"]
+    pixels = np.stack([picture_reader(16)(path)[0] for path in split.image_refs]).astype(np.float32)
+    backbone = recorded_backbone(standardized, record)
+    np.testing.assert_allclose(backbone(pixels).numpy(), np.load(standardized / "test_ims.npy"), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="standardised already"):
+        standardize_features(standardized)
