@@ -18,12 +18,15 @@ import dataclasses
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from results_file import write_results
 
-from train.demo import demo_config
+# bench/train.py, first on the path when this file runs, would shadow the project's train package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from train.demo import demo_config  # noqa: E402
 from vse_tf.model.dual_encoder import build_dual_encoder
 from vse_tf.serving.export import export_towers
 from vse_tf.serving.index import top_k
