@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import tensorflow as tf
 
 from vse_tf.config import ExperimentConfig
 from vse_tf.model.distribution import replica_clipnorm
@@ -15,6 +16,10 @@ class ScaledRateAdam(keras.optimizers.Adam):
     """Adam whose learning rate is multiplied for some variables (pretrained weights being fine-tuned).
 
     Scaling the gradient would not do: Adam's step does not depend on the gradient's scale.
+    On TensorFlow each variable's update is TensorFlow's fused Adam kernel
+    (``ResourceApplyAdam``): Keras Adam's formula, in one pass over the variable and its two
+    moments instead of about ten separate element-wise ops (about a tenth of a VSE++-sized
+    training step on a CPU).
 
     Args:
         scaled_variables: the variables that learn at ``learning_rate * multiplier``.
@@ -35,10 +40,37 @@ class ScaledRateAdam(keras.optimizers.Adam):
         multiplier = self._multipliers[self._get_variable_index(variable)]
         if multiplier != 1.0:
             learning_rate = learning_rate * multiplier
-        return super().update_step(gradient, variable, learning_rate)
+        if self.amsgrad or keras.backend.backend() != "tensorflow":
+            return super().update_step(gradient, variable, learning_rate)
+        return self._fused_update_step(gradient, variable, learning_rate)
+
+    def _fused_update_step(self, gradient, variable, learning_rate):
+        """``m += (g - m)(1 - b1)``, ``v += (g^2 - v)(1 - b2)``,
+        ``w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)``: Keras Adam's update, fused."""
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable),
+            m=_handle(self._momentums[index]),
+            v=_handle(self._velocities[index]),
+            beta1_power=tf.pow(tf.constant(self.beta_1, dtype), step),
+            beta2_power=tf.pow(tf.constant(self.beta_2, dtype), step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=tf.constant(self.beta_1, dtype),
+            beta2=tf.constant(self.beta_2, dtype),
+            epsilon=tf.constant(self.epsilon, dtype),
+            grad=tf.convert_to_tensor(tf.cast(gradient, dtype)),  # a word embedding's sparse rows made dense
+        )
 
     def get_config(self):
         return {**super().get_config(), "multiplier": self.multiplier}
+
+
+def _handle(variable) -> tf.Tensor:
+    """The resource handle of a Keras or TensorFlow variable (under a distribution strategy's
+    update, the current device's copy)."""
+    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
 
 
 def build_optimizer(
