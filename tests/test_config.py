@@ -16,7 +16,7 @@ def test_config_round_trips_through_json(tmp_path):
     config = ExperimentConfig(
         embed_dim=64,
         image=ImageTowerConfig(backbone="features", feature_dim=10, cnn_filters=(3, 5)),
-        train=TrainConfig(epochs=3, learning_rate=0.5),
+        train=TrainConfig(epochs=3, learning_rate=0.5, length_sort_window=4),
     )
     path = tmp_path / "config.json"
     config.save(path)
@@ -127,6 +127,7 @@ OUT_OF_RANGE = {
     "train.seed": -1,
     "train.validation_max_images": 0,
     "train.shuffle_buffer": 0,
+    "train.length_sort_window": -1,
     "siamese.embed_dim": 0,
     "siamese.epochs": 0,
     "siamese.batch_size": 1,

@@ -375,6 +375,13 @@ class TrainConfig:
         seed: seeds weights, shuffling and caption sampling.
         validation_max_images: cap on validation images for the per-epoch Recall@K.
         shuffle_buffer: tf.data shuffle buffer (records).
+        length_sort_window: ``W > 1``: each run of ``W`` consecutive batches is pooled, its
+            pairs sorted by caption length and cut into ``W`` batches again, in a shuffled
+            order, so that a batch (padded to its longest caption) holds captions of about
+            one length and the GRU runs few padded steps. An epoch visits the same pairs in
+            the same number of full batches; negatives then come from captions of similar
+            length. 0 or 1: off. (Under ``jit_compile`` batches pad to ``text.max_length``
+            anyway, so sorting saves nothing there.)
         strategy: ``default`` (one device), ``mirrored`` (every GPU of one host) or
             ``multiworker`` (hosts listed in the ``TF_CONFIG`` environment variable).
         mixed_precision: ``mixed_float16`` towers (the loss stays float32) with dynamic
@@ -402,6 +409,7 @@ class TrainConfig:
     seed: int = 0
     validation_max_images: int = 1000
     shuffle_buffer: int = 10000
+    length_sort_window: int = 0
     strategy: str = "default"
     mixed_precision: bool = False
     jit_compile: bool = False
@@ -428,6 +436,7 @@ class TrainConfig:
         at_least("train.seed", self.seed, 0)
         at_least("train.validation_max_images", self.validation_max_images, 1)
         at_least("train.shuffle_buffer", self.shuffle_buffer, 1)
+        at_least("train.length_sort_window", self.length_sort_window, 0, " (0: off)")
         at_least("train.micro_batch", self.micro_batch, 0, " (0: no gradient caching)")
 
 

@@ -60,6 +60,40 @@ def test_epochs_reshuffle_but_runs_repeat(setup):
     np.testing.assert_array_equal(order(training_dataset(split, tokenizer, config)), first)
 
 
+@pytest.mark.parametrize("batch_size", [8, 7])  # 96 captions: 12 full batches; 13 and 5 captions dropped
+def test_length_sorting_keeps_the_epochs_pairs_and_pads_less(setup, batch_size):
+    config, split, tokenizer = setup
+
+    def epoch(window):
+        train = dataclasses.replace(config.train, sampling="caption", batch_size=batch_size, length_sort_window=window)
+        return list(training_dataset(split, tokenizer, dataclasses.replace(config, train=train)))
+
+    def pairs(batches):  # (image id, the caption's words) of every row
+        rows = ((b["image_id"].numpy(), b["tokens"].numpy()) for b in batches)
+        return collections.Counter((int(i), tuple(t[t != 0])) for ids, tokens in rows for i, t in zip(ids, tokens))
+
+    def padding(batches):
+        return sum(int(np.sum(b["tokens"].numpy() == 0)) for b in batches)
+
+    plain, regrouped = epoch(0), epoch(4)
+    assert len(regrouped) == len(plain) == split.num_captions // batch_size
+    assert all(b["tokens"].shape[0] == batch_size for b in regrouped)
+    assert pairs(regrouped) == pairs(plain)  # the same remainder is dropped
+    for start in range(0, len(plain), 4):  # each run of 4 batches is regrouped within itself
+        assert pairs(regrouped[start : start + 4]) == pairs(plain[start : start + 4])
+    if batch_size == 8:  # every caption once, with its own image
+        words = (tokenizer(tf.constant([caption])).numpy()[0] for caption in split.captions)
+        naive = collections.Counter(
+            (split.image_ids[owner], tuple(w[w != 0])) for w, owner in zip(words, split.caption_to_image)
+        )
+        assert pairs(regrouped) == naive
+    assert padding(regrouped) < padding(plain) / 2
+    pixels = {int(i): image for b in plain for i, image in zip(b["image_id"].numpy(), b["image"].numpy())}
+    for b in regrouped:  # each image stays with its caption
+        for image_id, image in zip(b["image_id"].numpy(), b["image"].numpy()):
+            np.testing.assert_array_equal(image, pixels[int(image_id)])
+
+
 def test_eval_batches_keep_order(setup):
     config, split, tokenizer = setup
     images = np.concatenate(list(eval_image_batches(split, "train", config, batch_size=5).as_numpy_iterator()))

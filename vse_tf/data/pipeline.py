@@ -136,7 +136,7 @@ def _epoch_batches(images, number, split, tokenizer, config, text_vectors, categ
         pairs = tf.data.Dataset.zip(per_image, draws).map(_pick_caption, num_parallel_calls=AUTOTUNE)
     else:
         pairs = per_image.flat_map(_every_caption).shuffle(config.train.shuffle_buffer, seed=seed + 1)
-    batches = _full_batches(pairs, config)
+    batches = sort_by_caption_length(_full_batches(pairs, config), tokenizer, config.train.length_sort_window, seed + 2)
     batches = batches.map(
         lambda image, caption, image_id: {
             "image": as_model_image(image),
@@ -161,6 +161,35 @@ def _full_batches(pairs: tf.data.Dataset, config: ExperimentConfig) -> tf.data.D
     if not config.data.service:
         return pairs.batch(size, drop_remainder=True)
     return distribute_to_service(pairs.batch(size), config.data).rebatch(size, drop_remainder=True)
+
+
+def sort_by_caption_length(
+    batches: tf.data.Dataset, tokenizer: SentenceTokenizer, window: int, seed: int | tf.Tensor
+) -> tf.data.Dataset:
+    """``train.length_sort_window``: batches of ``(image, caption, image_id)`` regrouped so
+    that each holds captions of about one length.
+
+    Each run of ``window`` consecutive batches (the last run may be shorter) is pooled, its
+    pairs sorted by token count (stable: equal lengths keep their shuffled order), cut into
+    batches of the same size again and emitted in an order shuffled from ``(seed, run)``.
+    Whole batches are pooled, so the pairs, and the number and size of the batches, stay
+    those of ``batches``. ``window`` 0 or 1 returns ``batches`` unchanged.
+    """
+    if window <= 1:
+        return batches
+    seed = tf.cast(seed, tf.int64)
+
+    def regroup(run, pooled):
+        count = tf.shape(pooled[1], out_type=tf.int64)[0]
+        size = pooled[1].shape[1]
+        flat = [tf.reshape(part, [-1, *part.shape[2:]]) for part in pooled]
+        lengths = tf.math.count_nonzero(tokenizer(flat[1]), axis=1)
+        order = tf.argsort(lengths, stable=True)
+        regrouped = [tf.reshape(tf.gather(part, order), [-1, size, *part.shape[1:]]) for part in flat]
+        shuffled = tf.random.experimental.stateless_shuffle(tf.range(count), seed=tf.stack([seed, run]))
+        return tf.data.Dataset.from_tensor_slices(tuple(tf.gather(part, shuffled) for part in regrouped))
+
+    return batches.batch(window).enumerate().flat_map(regroup)
 
 
 def batch_tokenizer(tokenizer: SentenceTokenizer, config: ExperimentConfig) -> SentenceTokenizer:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import keras
+import tensorflow as tf
 
 from vse_tf.config import ExperimentConfig
 from vse_tf.model.distribution import replica_clipnorm
@@ -54,9 +55,48 @@ class ScaledRate:
         return super().update_step(gradient, variable, learning_rate)
 
 
+class FusedAdam(keras.optimizers.Adam):
+    """Keras Adam whose update on TensorFlow is the fused ``ResourceApplyAdam`` kernel.
+
+    Keras Adam's formula in one pass over the variable and its two moments instead of about
+    ten separate element-wise ops (about a tenth of a VSE++-sized training step on a CPU).
+    AMSGrad and other backends keep Keras' own step.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad or keras.backend.backend() != "tensorflow":
+            return super().update_step(gradient, variable, learning_rate)
+        return self._fused_update_step(gradient, variable, learning_rate)
+
+    def _fused_update_step(self, gradient, variable, learning_rate):
+        """``m += (g - m)(1 - b1)``, ``v += (g^2 - v)(1 - b2)``,
+        ``w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)``: Keras Adam's update, fused."""
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable),
+            m=_handle(self._momentums[index]),
+            v=_handle(self._velocities[index]),
+            beta1_power=tf.pow(tf.constant(self.beta_1, dtype), step),
+            beta2_power=tf.pow(tf.constant(self.beta_2, dtype), step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=tf.constant(self.beta_1, dtype),
+            beta2=tf.constant(self.beta_2, dtype),
+            epsilon=tf.constant(self.epsilon, dtype),
+            grad=tf.convert_to_tensor(tf.cast(gradient, dtype)),  # a word embedding's sparse rows made dense
+        )
+
+
 @keras.saving.register_keras_serializable(package="vse_tf")
-class ScaledRateAdam(ScaledRate, keras.optimizers.Adam):
-    """Adam whose learning rate is multiplied for some variables (see :class:`ScaledRate`)."""
+class ScaledRateAdam(ScaledRate, FusedAdam):
+    """:class:`FusedAdam` whose learning rate is multiplied for some variables (:class:`ScaledRate`)."""
+
+
+def _handle(variable) -> tf.Tensor:
+    """The resource handle of a Keras or TensorFlow variable (under a distribution strategy's
+    update, the current device's copy)."""
+    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
 
 
 def build_optimizer(

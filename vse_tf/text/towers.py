@@ -18,6 +18,7 @@ from keras import layers, ops
 
 from vse_tf.config import TextTowerConfig
 from vse_tf.layers import unit_rows
+from vse_tf.text.gru import ProjectedGRU
 from vse_tf.text.minilm import build_pretrained_sentence_encoder, read_tokenizer_json, set_trainable_blocks
 from vse_tf.text.tokenizer import SentenceTokenizer, build_vocabulary
 from vse_tf.text.word_graph import WordGraphConvolution
@@ -86,7 +87,8 @@ def build_text_tower(
         words = PartlyFrozenEmbedding(vocabulary_size, config.word_dim, name="word_embedding")(tokens)
     else:
         words = layers.Embedding(vocabulary_size, config.word_dim, mask_zero=True, name="word_embedding")(tokens)
-    gru = layers.GRU(config.gru_units, name="gru")
+    # keras.layers.GRU's weights and outputs; the input projection runs once, outside the loop.
+    gru = ProjectedGRU(config.gru_units, name="gru")
     state = layers.Bidirectional(gru, merge_mode="ave", name="bigru")(words) if config.bidirectional else gru(words)
     if config.gru_units != embed_dim:
         state = layers.Dense(embed_dim, name="projection")(state)
