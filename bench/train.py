@@ -32,14 +32,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 from results_file import write_results
+from vsepp_shapes import BATCH, EMBED, FEATURES, GRU, WORDS, step_gflop
 
 from vse_tf.config import ExperimentConfig, ImageTowerConfig, LossConfig, TextTowerConfig, TrainConfig
 from vse_tf.data.pipeline import sort_by_caption_length
 from vse_tf.model.dual_encoder import build_dual_encoder
 from vse_tf.model.optimizer import build_optimizer
 from vse_tf.text.tokenizer import SentenceTokenizer
-
-BATCH, FEATURES, EMBED, WORDS, GRU = 128, 4096, 1024, 300, 1024
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
@@ -53,16 +52,6 @@ def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
         result = product(a, b)
     result.numpy()
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
-
-
-def step_gflop(tokens_per_caption: float) -> float:
-    """Counted work of one step for captions of this mean length (real tokens, no padding)."""
-    forward = (
-        2 * BATCH * FEATURES * EMBED
-        + 2 * BATCH * tokens_per_caption * 3 * (WORDS + GRU) * GRU
-        + 2 * BATCH * BATCH * EMBED
-    )
-    return 3 * forward / 1e9
 
 
 def fixed_batch(rng: np.random.Generator, max_length: int, vocabulary_size: int) -> dict:

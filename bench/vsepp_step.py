@@ -30,8 +30,9 @@ import torch
 from results_file import write_results
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
+from vsepp_shapes import BATCH, EMBED, FEATURES, GRU, WORDS, step_gflop
 
-BATCH, FEATURES, EMBED, WORDS, GRU, VOCABULARY = 128, 4096, 1024, 300, 1024, 10002
+VOCABULARY = 10002
 
 
 def l2_normalised(x: torch.Tensor) -> torch.Tensor:
@@ -94,16 +95,6 @@ def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
     for _ in range(repeats):
         a @ b
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
-
-
-def step_gflop(tokens_per_caption: float) -> float:
-    """As bench/train.py: projection, GRU over the real tokens, similarity; backward = 2x forward."""
-    forward = (
-        2 * BATCH * FEATURES * EMBED
-        + 2 * BATCH * tokens_per_caption * 3 * (WORDS + GRU) * GRU
-        + 2 * BATCH * BATCH * EMBED
-    )
-    return 3 * forward / 1e9
 
 
 def run(steps: int, lengths: tuple[int, int], threads: int) -> dict:
