@@ -19,7 +19,6 @@ import tensorflow as tf
 from vse_tf.model.losses import REDUCTIONS, logit_scale
 
 _MASKED_LOGIT = -1e9
-CHUNKED_LOSSES = ("triplet", "infonce", "siglip")  # loss.kind values computed in chunks
 
 
 def _check(image_embeddings, caption_embeddings, reduction: str, chunk: int):

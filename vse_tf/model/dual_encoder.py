@@ -13,7 +13,6 @@ from vse_tf.config import LOSS_KINDS, ExperimentConfig
 from vse_tf.image.towers import build_image_tower
 from vse_tf.model._keras_compat import BuildsWithoutData, reducible_log
 from vse_tf.model.chunked_losses import (
-    CHUNKED_LOSSES,
     chunked_infonce_loss,
     chunked_siglip_loss,
     chunked_triplet_ranking_loss,
@@ -176,76 +175,38 @@ class DualEncoder(BuildsWithoutData, keras.Model):
         at a time (:mod:`vse_tf.model.chunked_losses`: the same value, ``[chunk, B]`` scores
         at once) when the batch size is static; the pairwise losses take one block.
         """
-        if chunk and embeddings["image_embeddings"].shape[0] is not None and self.loss_kind in CHUNKED_LOSSES:
-            return self._chunked_loss(embeddings, image_ids, chunk)
-        if self.loss_kind == "infonce":
-            return infonce_loss(
-                embeddings["image_embeddings"],
-                embeddings["caption_embeddings"],
-                log_logit_scale=self.loss_scalars["log_logit_scale"],
-                max_logit_scale=self.max_logit_scale,
-                reduction="mean",
-                image_ids=image_ids,
-            )
-        if self.loss_kind == "siglip":
-            return siglip_loss(
-                embeddings["image_embeddings"],
-                embeddings["caption_embeddings"],
-                log_scale=self.loss_scalars["siglip_log_scale"],
-                bias=self.loss_scalars["siglip_bias"],
-                reduction="mean",
-                image_ids=image_ids,
-            )
-        if self.loss_kind != "triplet":
-            return pairwise_similarity_loss(
-                embeddings["image_embeddings"],
-                embeddings["caption_embeddings"],
-                labels=self._pair_labels(image_ids, label_source),
-                scale=self.pairwise_scale,
-                offset=self.pairwise_offset,
-                reduction="sum",
-                image_ids=image_ids,
-            )
-        return triplet_ranking_loss(
-            embeddings["image_embeddings"],
-            embeddings["caption_embeddings"],
-            margin=self.margin,
-            max_violation=self.max_violation > 0.5,
-            reduction="sum",
-            image_ids=image_ids,
-        )
-
-    def _chunked_loss(self, embeddings: dict, image_ids: tf.Tensor, chunk: int) -> tf.Tensor:
         images, captions = embeddings["image_embeddings"], embeddings["caption_embeddings"]
+        one_block, chunked, options = self._loss_function(image_ids, label_source)
+        if chunk and chunked is not None and images.shape[0] is not None:
+            return chunked(images, captions, chunk=chunk, image_ids=image_ids, **options)
+        return one_block(images, captions, image_ids=image_ids, **options)
+
+    def _loss_function(self, image_ids: tf.Tensor, label_source: tf.Tensor | None) -> tuple:
+        """``(one-block loss, its chunked twin or None, keyword options)`` of ``loss.kind``."""
         if self.loss_kind == "infonce":
-            return chunked_infonce_loss(
-                images,
-                captions,
-                chunk=chunk,
-                log_logit_scale=self.loss_scalars["log_logit_scale"],
-                max_logit_scale=self.max_logit_scale,
-                reduction="mean",
-                image_ids=image_ids,
-            )
+            options = {
+                "log_logit_scale": self.loss_scalars["log_logit_scale"],
+                "max_logit_scale": self.max_logit_scale,
+                "reduction": "mean",
+            }
+            return infonce_loss, chunked_infonce_loss, options
         if self.loss_kind == "siglip":
-            return chunked_siglip_loss(
-                images,
-                captions,
-                chunk=chunk,
-                log_scale=self.loss_scalars["siglip_log_scale"],
-                bias=self.loss_scalars["siglip_bias"],
-                reduction="mean",
-                image_ids=image_ids,
-            )
-        return chunked_triplet_ranking_loss(
-            images,
-            captions,
-            chunk=chunk,
-            margin=self.margin,
-            max_violation=self.max_violation > 0.5,
-            reduction="sum",
-            image_ids=image_ids,
-        )
+            options = {
+                "log_scale": self.loss_scalars["siglip_log_scale"],
+                "bias": self.loss_scalars["siglip_bias"],
+                "reduction": "mean",
+            }
+            return siglip_loss, chunked_siglip_loss, options
+        if self.loss_kind != "triplet":
+            options = {
+                "labels": self._pair_labels(image_ids, label_source),
+                "scale": self.pairwise_scale,
+                "offset": self.pairwise_offset,
+                "reduction": "sum",
+            }
+            return pairwise_similarity_loss, None, options
+        options = {"margin": self.margin, "max_violation": self.max_violation > 0.5, "reduction": "sum"}
+        return triplet_ranking_loss, chunked_triplet_ranking_loss, options
 
     def _pair_labels(self, image_ids: tf.Tensor, label_source: tf.Tensor | None) -> tf.Tensor | None:
         if self.loss_kind == "finegrained":
