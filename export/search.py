@@ -33,17 +33,22 @@ def _print_results(query: str, ids, scores) -> None:
             print(f"  {rank:2d}. {score:.4f}  {item}")
 
 
-def _index_and_encoder(parser, index_path: str, kind: str, model: str | None, default_model):
-    """Loads the index (any backend; refusing the wrong kind) and the serving signature of the query tower."""
-    import tensorflow as tf
-
+def _loaded_index(parser, path: str) -> SearchIndex:
+    """The index folder's newest version (any backend); a folder that cannot load is a usage error."""
     from vse_tf.serving.index import IndexFolderError
     from vse_tf.serving.index_store import load_index
 
     try:
-        index = load_index(index_path)
+        return load_index(path)
     except (FileNotFoundError, IndexFolderError, ImportError) as error:
         parser.error(str(error))
+
+
+def _index_and_encoder(parser, index_path: str, kind: str, model: str | None, default_model):
+    """Loads the index (any backend; refusing the wrong kind) and the serving signature of the query tower."""
+    import tensorflow as tf
+
+    index = _loaded_index(parser, index_path)
     if index.gallery.kind != kind:
         parser.error(f"{index_path} indexes {index.gallery.kind}; {parser.prog} needs an index of {kind}")
     encoder = tf.saved_model.load(str(model or default_model(index.gallery))).signatures["serving_default"]
@@ -71,13 +76,7 @@ def _querybank(parser, path: str | None, kind: str, index: SearchIndex):
     """The bank's ``float32 [B, D]`` embeddings (None without ``--querybank``); it must index ``kind``."""
     if not path:
         return None
-    from vse_tf.serving.index import IndexFolderError
-    from vse_tf.serving.index_store import load_index
-
-    try:
-        bank = load_index(path)
-    except (FileNotFoundError, IndexFolderError, ImportError) as error:
-        parser.error(str(error))
+    bank = _loaded_index(parser, path)
     if bank.gallery.kind != kind:
         parser.error(f"--querybank {path} indexes {bank.gallery.kind}; the queries here are {kind}")
     if bank.dim != index.dim:
